@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+// Sets up the Python side of oplora; run by `npm install` (postinstall).
+//
+// - OPLORA_PYTHON set: use that interpreter as it is (no venv is built; we only report what it lacks).
+// - otherwise: build `.venv/` in the project, install torch==2.13.0 only when the venv has no torch yet
+//   (an unpinned torch pulls a multi-GB CUDA build on CPU machines; a torch already present is kept),
+//   then `pip install -e .[dev]`.
+// A hash of pyproject.toml and this script is stored in the venv, so a second `npm install` with nothing
+// changed returns at once.
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const venv = join(root, ".venv");
+const venvPython = join(venv, process.platform === "win32" ? "Scripts/python.exe" : "bin/python");
+const stamp = join(venv, ".oplora-setup");
+const TORCH = process.env.OPLORA_TORCH_SPEC ?? "torch==2.13.0";
+
+function log(msg) {
+  console.log(`[oplora setup] ${msg}`);
+}
+
+function run(cmd, args) {
+  log(`${cmd} ${args.join(" ")}`);
+  const r = spawnSync(cmd, args, { stdio: "inherit", cwd: root });
+  if (r.status !== 0) {
+    console.error(`[oplora setup] failed: ${cmd} ${args.join(" ")} (exit ${r.status})`);
+    process.exit(r.status ?? 1);
+  }
+}
+
+if (process.env.OPLORA_SKIP_PYTHON_SETUP === "1") {
+  log("OPLORA_SKIP_PYTHON_SETUP=1: skipping the Python set-up");
+  process.exit(0);
+}
+
+if (process.env.OPLORA_PYTHON) {
+  const py = process.env.OPLORA_PYTHON;
+  log(`OPLORA_PYTHON=${py}: using it, not building a venv`);
+  const r = spawnSync(py, ["-c", "import oplora, torch, peft; print(oplora.__file__)"], { encoding: "utf8" });
+  if (r.status !== 0) {
+    log(`warning: ${py} cannot import oplora/torch/peft yet; install with: ${py} -m pip install -e ${root}`);
+  }
+  process.exit(0);
+}
+
+const hash = createHash("sha256")
+  .update(readFileSync(join(root, "pyproject.toml")))
+  .update(readFileSync(fileURLToPath(import.meta.url)))
+  .update(TORCH)
+  .digest("hex");
+
+if (existsSync(stamp) && readFileSync(stamp, "utf8").trim() === hash && existsSync(venvPython)) {
+  log(".venv is up to date");
+  process.exit(0);
+}
+
+if (!existsSync(venvPython)) {
+  const base = process.env.PYTHON ?? "python3";
+  run(base, ["-m", "venv", venv]);
+}
+
+const hasTorch = spawnSync(venvPython, ["-c", "import torch"], { stdio: "ignore" }).status === 0;
+if (!hasTorch) {
+  run(venvPython, ["-m", "pip", "install", "--disable-pip-version-check", TORCH]);
+} else {
+  const v = execFileSync(venvPython, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8" });
+  log(`keeping the torch already installed (${v.trim()})`);
+}
+run(venvPython, ["-m", "pip", "install", "--disable-pip-version-check", "-e", `${root}[dev]`]);
+writeFileSync(stamp, `${hash}\n`);
+log("done");
