@@ -1,0 +1,3 @@
+"""oplora: OP-LoRA (arXiv 2412.10362) on PEFT."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Metrics, one module each: effective rank (MF), CMMD (text-to-image), VQA accuracy (LLaVA)."""

@@ -1,0 +1,55 @@
+/**
+ * Spec pieces every task shares. Keys are snake_case and match PEFT's `adapter_config.json`
+ * (`r`, `lora_alpha`, `target_modules`), so the JSON that crosses the bridge needs no mapping layer.
+ */
+import { z } from "zod";
+
+export const Device = z
+  .string()
+  .regex(/^(auto|cpu|cuda(:\d+)?)$/, { error: "expected 'auto', 'cpu', 'cuda' or 'cuda:N'" })
+  .default("auto")
+  .describe("torch device: 'auto' picks CUDA when available");
+
+export const Seed = z.int().nonnegative().default(0).describe("random seed for everything in the run");
+
+/** The OP-LoRA generator: per layer, embedding z -> Linear(e->h) -> ReLU -> A head, B head. */
+export const GeneratorConfig = z
+  .strictObject({
+    embedding_dim: z.int().positive().default(128).describe("e: size of each layer's learned embedding z"),
+    hidden_dim: z.int().positive().default(32).describe("h: hidden width of each layer's MLP"),
+    init_std: z.number().positive().default(0.01).describe("z ~ N(0, init_std^2) at initialisation"),
+    formulation: z
+      .enum(["auto", "batched", "loop"])
+      .default("auto")
+      .describe("how the factors are computed: batched per shape group, or a per-layer loop"),
+  })
+  .describe("OP-LoRA generator (only with adapter.kind = 'op-lora')");
+
+const loraFields = {
+  r: z.int().positive().default(8).describe("LoRA rank"),
+  lora_alpha: z.number().positive().optional().describe("LoRA alpha; scaling = lora_alpha / r (default: r)"),
+};
+
+export const LoraAdapter = z.strictObject({ kind: z.literal("lora"), ...loraFields });
+export const OPLoraAdapter = z.strictObject({
+  kind: z.literal("op-lora"),
+  ...loraFields,
+  generator: GeneratorConfig.prefault({}),
+});
+
+/**
+ * The adapter union for a task: `lora` (A, B learned directly) or `op-lora` (A, B generated).
+ * `extra` adds task-specific PEFT fields (target_modules with the task's default, dropout, ...).
+ */
+export function adapterSchema<T extends z.ZodRawShape>(extra: T) {
+  return z.discriminatedUnion("kind", [LoraAdapter.extend(extra), OPLoraAdapter.extend(extra)]);
+}
+
+export const OptimizerName = z.enum(["sgd", "momentum", "adam", "adamw"]);
+
+export const Optimizer = z.strictObject({
+  name: OptimizerName.default("adamw"),
+  lr: z.number().positive().default(1e-3).describe("learning rate"),
+  momentum: z.number().min(0).max(1).default(0.9).describe("momentum (optimizer 'momentum' only)"),
+  weight_decay: z.number().min(0).default(0),
+});

@@ -1,0 +1,14 @@
+/** The spec union: one schema per `task`, discriminated on `task`. Types are inferred, never written twice. */
+import { z } from "zod";
+import { MatrixFactorizationSpec, MatrixFactorizationStudySpec } from "./matrix-factorization.js";
+
+export * from "./common.js";
+export * from "./matrix-factorization.js";
+
+export const Spec = z.discriminatedUnion("task", [MatrixFactorizationSpec, MatrixFactorizationStudySpec]);
+
+/** What a user writes (defaults optional). */
+export type SpecInput = z.input<typeof Spec>;
+/** What the SDK sends to Python and records in spec.json (defaults filled in). */
+export type Spec = z.output<typeof Spec>;
+export type TaskName = Spec["task"];
