@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from oplora.training import (
     build_accelerator,
     build_lr_scheduler,
@@ -15,6 +13,7 @@ from oplora.training import (
     save_checkpoint,
     save_peft_dir,
 )
+from torch import nn
 
 
 def _model() -> nn.Module:
