@@ -1,11 +1,18 @@
 /** The spec union: one schema per `task`, discriminated on `task`. Types are inferred, never written twice. */
 import { z } from "zod";
 import { MatrixFactorizationSpec, MatrixFactorizationStudySpec } from "./matrix-factorization.js";
+import { TextToImageSpec } from "./text-to-image.js";
 
 export * from "./common.js";
 export * from "./matrix-factorization.js";
+export * from "./text-to-image.js";
+export * from "./training.js";
 
-export const Spec = z.discriminatedUnion("task", [MatrixFactorizationSpec, MatrixFactorizationStudySpec]);
+export const Spec = z.discriminatedUnion("task", [
+  MatrixFactorizationSpec,
+  MatrixFactorizationStudySpec,
+  TextToImageSpec,
+]);
 
 /** What a user writes (defaults optional). */
 export type SpecInput = z.input<typeof Spec>;

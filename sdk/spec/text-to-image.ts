@@ -1,0 +1,87 @@
+/**
+ * Text-to-image: LoRA / OP-LoRA fine-tuning of a Stable Diffusion 1.x/2.x or SDXL pipeline (detected from
+ * the loaded pipeline, so one spec shape serves both), trained as diffusers' own LoRA scripts do, evaluated
+ * with validation images and CMMD, exported as a PEFT adapter dir and a diffusers `pytorch_lora_weights`.
+ */
+import { z } from "zod";
+import { adapterSchema, Device, Optimizer, Seed } from "./common.js";
+import { TrainingConfig } from "./training.js";
+
+export const TextToImageModel = z.strictObject({
+  pretrained: z.string().min(1).describe("diffusers pipeline: hub id or local folder (from_pretrained)"),
+  revision: z.string().min(1).optional().describe("hub revision (branch, tag or commit)"),
+  variant: z.string().min(1).optional().describe("weights variant, e.g. 'fp16'"),
+  vae: z.string().min(1).optional().describe("a separate VAE (hub id or folder), e.g. the fp16-fix SDXL VAE"),
+  prediction_type: z
+    .enum(["epsilon", "v_prediction"])
+    .optional()
+    .describe("override the noise scheduler's prediction type (default: the pipeline's)"),
+});
+
+export const TextToImageAdapter = adapterSchema({
+  target_modules: z
+    .array(z.string().min(1))
+    .min(1)
+    .default(["to_k", "to_q", "to_v", "to_out.0"])
+    .describe("UNet modules to adapt (PEFT target_modules)"),
+  lora_dropout: z.number().min(0).lt(1).default(0),
+  train_text_encoder: z.boolean().default(false).describe("also adapt the text encoder(s)"),
+  text_encoder_target_modules: z
+    .array(z.string().min(1))
+    .min(1)
+    .default(["q_proj", "k_proj", "v_proj", "out_proj"])
+    .describe("text-encoder modules to adapt (with train_text_encoder)"),
+});
+
+export const TextToImageData = z.strictObject({
+  folder: z.string().min(1).describe("imagefolder: images + metadata.jsonl lines {file_name, text}"),
+  image_column: z.string().min(1).default("file_name").describe("metadata key naming each image file"),
+  caption_column: z.string().min(1).default("text").describe("metadata key holding each caption"),
+  resolution: z.int().positive().default(512).describe("training resolution (square), in pixels"),
+  center_crop: z.boolean().default(false).describe("centre crop (default: random crop)"),
+  random_flip: z.boolean().default(false).describe("flip horizontally with probability 0.5"),
+  max_examples: z.int().positive().optional().describe("use only the first N examples"),
+});
+
+export const TextToImageEval = z.strictObject({
+  prompts: z.array(z.string()).default([]).describe("validation prompts: images saved as PNGs and a grid"),
+  num_images_per_prompt: z.int().positive().default(1),
+  num_inference_steps: z.int().positive().default(30),
+  guidance_scale: z.number().min(0).default(7.5),
+  reference_folder: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("held-out images (+ metadata.jsonl captions) for CMMD; off when absent"),
+  cmmd_num_images: z
+    .int()
+    .positive()
+    .default(16)
+    .describe("images generated (from reference captions) for CMMD"),
+  clip_model: z
+    .string()
+    .min(1)
+    .default("openai/clip-vit-large-patch14-336")
+    .describe("CLIP model for CMMD embeddings (hub id or folder)"),
+});
+
+export const TextToImageTraining = TrainingConfig.extend({
+  snr_gamma: z
+    .number()
+    .positive()
+    .optional()
+    .describe("Min-SNR loss weighting gamma (Hang et al. 2023); off when absent"),
+  noise_offset: z.number().min(0).default(0).describe("offset noise strength (0 = off)"),
+});
+
+export const TextToImageSpec = z.strictObject({
+  task: z.literal("text_to_image"),
+  seed: Seed,
+  device: Device,
+  model: TextToImageModel,
+  adapter: TextToImageAdapter.prefault({ kind: "op-lora" }),
+  data: TextToImageData,
+  optimizer: Optimizer.extend({ lr: z.number().positive().default(1e-4) }).prefault({}),
+  train: TextToImageTraining.prefault({}),
+  eval: TextToImageEval.prefault({}),
+});
