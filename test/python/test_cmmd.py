@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 from oplora.metrics.cmmd import mmd2
-from tiny_sd import tiny_sd_assets  # noqa: F401  (session fixture)
+from tiny_sd import build_tiny_sd
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_assets():
+    return build_tiny_sd()
 
 
 def _direct(x: torch.Tensor, y: torch.Tensor, sigma: float = 10.0) -> float:
