@@ -107,7 +107,7 @@ def _watch_stdin() -> None:
 
     def watch() -> None:
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(0, 4096):  # unbuffered: a buffered read holds a lock that aborts shutdown
                 pass
         except (OSError, ValueError):
             pass
