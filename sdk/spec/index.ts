@@ -1,9 +1,11 @@
 /** The spec union: one schema per `task`, discriminated on `task`. Types are inferred, never written twice. */
 import { z } from "zod";
+import { LlavaSpec } from "./llava.js";
 import { MatrixFactorizationSpec, MatrixFactorizationStudySpec } from "./matrix-factorization.js";
 import { TextToImageSpec } from "./text-to-image.js";
 
 export * from "./common.js";
+export * from "./llava.js";
 export * from "./matrix-factorization.js";
 export * from "./text-to-image.js";
 export * from "./training.js";
@@ -12,6 +14,7 @@ export const Spec = z.discriminatedUnion("task", [
   MatrixFactorizationSpec,
   MatrixFactorizationStudySpec,
   TextToImageSpec,
+  LlavaSpec,
 ]);
 
 /** What a user writes (defaults optional). */
