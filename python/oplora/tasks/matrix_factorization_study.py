@@ -1,0 +1,405 @@
+"""The matrix-factorisation study (design.md §5): MF vs OP-MF across spectra, optimizers, learning rates, seeds.
+
+    for spectrum × optimizer × lr in lr_grid[optimizer] × seed × arm (MF = lora, OP-MF = op-lora):
+        matrix_factorization.fit(trial spec)                   the single task's own run, in-process
+    per (spectrum, optimizer):
+        best lr of each arm = lowest mean final relative excess over seeds (see `best_lr`)
+        speed-up at each threshold = MF's steps to reach it / OP-MF's, each arm at its best lr
+        final-excess ratio = OP-MF's mean final excess / MF's (and "% lower" = 100 · (1 - ratio))
+        the same at every *shared* lr of the grid (learning-rate sensitivity)
+
+Steps to a threshold are averaged over seeds only when every seed reached it; otherwise the arm "never"
+reached it within the budget, and a speed-up against it is a bound (`>` or `<`), never a number pretending
+to be exact. Writes table.md, study.json (every trial without curves + the aggregated table), curves.png
+(mean relative excess over steps at the best lrs) and effective_rank.png.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+from ..rundir import write_bytes_atomic, write_json_atomic
+from .matrix_factorization import fit, threshold_key
+
+ARMS = {"MF": "lora", "OP-MF": "op-lora"}
+PAPER = {
+    "speedup": 6.2,
+    "final_loss_lower_pct": 40.0,
+    "source": "arXiv 2412.10362 (OP-MF vs MF on synthetic matrix factorisation), as quoted in design.md §1",
+}
+# Relative excesses below this count as equal when picking the best lr (a converged float32 ΔW sits at
+# ~1e-10..1e-9 noise); ties go to the fewer mean steps to the tightest threshold, then the smaller lr.
+RELATIVE_FLOOR = 1e-8
+
+
+def trial_spec(study: dict[str, Any], spectrum: str, optimizer: str, arm: str, lr: float, seed: int) -> dict:
+    """The validated `matrix_factorization` spec of one trial."""
+    from ..spec import validate_spec
+
+    adapter: dict[str, Any] = {"kind": ARMS[arm], "r": study["r"]}
+    if arm == "OP-MF":
+        adapter["generator"] = study["generator"]
+    return validate_spec(
+        {
+            "task": "matrix_factorization",
+            "seed": seed,
+            "device": study["device"],
+            "matrix": {**study["matrix"], "spectrum": spectrum},
+            "adapter": adapter,
+            "optimizer": {"name": optimizer, "lr": lr},
+            "train": {"steps": study["steps"], "log_every": study["log_every"]},
+            "thresholds": study["thresholds"],
+        }
+    )
+
+
+def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A trial's metrics without the curves (for study.json)."""
+    return {k: v for k, v in metrics.items() if k not in ("loss_curve", "effective_rank_curve")}
+
+
+# --- aggregation --------------------------------------------------------------------------------------------
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if not values or any(v is None for v in values) else statistics.fmean(values)  # type: ignore[arg-type]
+
+
+def cell(trials: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    """One arm at one lr, over its seeds: mean final (relative) excess, mean steps to each threshold
+    (None unless every seed reached it), how many seeds reached it, diverged seeds."""
+    n = len(trials)
+    steps = {k: [t["steps_to_excess"][k] for t in trials] for k in keys}
+    return {
+        "lr": trials[0]["lr"],
+        "seeds": n,
+        "diverged": sum(t["diverged"] for t in trials),
+        "final_excess": _mean([t["excess_loss"] for t in trials]),
+        "final_relative_excess": _mean([t["relative_excess"] for t in trials]),
+        "final_effective_rank": _mean([t["final_effective_rank"] for t in trials]),
+        "steps_to_excess": {k: _mean(v) for k, v in steps.items()},  # type: ignore[arg-type]
+        "reached": {k: f"{sum(s is not None for s in v)}/{n}" for k, v in steps.items()},
+    }
+
+
+def _score(c: dict[str, Any], tightest: str) -> tuple[float, float, float]:
+    rel = c["final_relative_excess"]
+    rel = math.inf if rel is None or c["diverged"] else max(rel, RELATIVE_FLOOR)
+    s = c["steps_to_excess"][tightest]
+    return (rel, math.inf if s is None else s, c["lr"])
+
+
+def best_lr(cells: list[dict[str, Any]], tightest: str) -> dict[str, Any] | None:
+    """The cell with the lowest mean final relative excess (floored at RELATIVE_FLOOR; ties: fewer steps
+    to the tightest threshold, then the smaller lr); None when every lr diverged."""
+    ok = [c for c in cells if not c["diverged"] and c["final_relative_excess"] is not None]
+    return min(ok, key=lambda c: _score(c, tightest)) if ok else None
+
+
+def speedup(mf_steps: float | None, op_steps: float | None, budget: int) -> dict[str, Any]:
+    """MF's steps / OP-MF's. An arm that never reached the level took more than `budget` steps, so the
+    ratio is then a bound: "lower" (OP-MF at least this much faster), "upper" (at most), or none."""
+    if mf_steps is not None and op_steps is not None:
+        return {"ratio": mf_steps / max(op_steps, 1.0), "bound": "exact"}
+    if op_steps is not None:
+        return {"ratio": budget / max(op_steps, 1.0), "bound": "lower"}
+    if mf_steps is not None:
+        return {"ratio": mf_steps / budget, "bound": "upper"}
+    return {"ratio": None, "bound": "neither"}
+
+
+def compare(
+    mf: dict[str, Any] | None, op: dict[str, Any] | None, keys: list[str], budget: int
+) -> dict[str, Any]:
+    """OP-MF against MF for two cells: speed-up per threshold and the final-excess ratio."""
+    if mf is None or op is None:
+        return {
+            "speedup": {k: {"ratio": None, "bound": "neither"} for k in keys},
+            "final_excess_ratio": None,
+            "final_excess_lower_pct": None,
+        }
+    sp = {k: speedup(mf["steps_to_excess"][k], op["steps_to_excess"][k], budget) for k in keys}
+    a, b = mf["final_excess"], op["final_excess"]
+    ratio = (
+        b / a
+        if a is not None and b is not None and a > 0 and not (mf["diverged"] or op["diverged"])
+        else None
+    )
+    return {
+        "speedup": sp,
+        "final_excess_ratio": ratio,
+        "final_excess_lower_pct": None if ratio is None else 100.0 * (1.0 - ratio),
+    }
+
+
+def aggregate(trials: list[dict[str, Any]], study: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per (spectrum, optimizer): each arm at its best lr, and both arms at every shared lr."""
+    keys = [threshold_key(t) for t in study["thresholds"]]
+    tightest = threshold_key(min(study["thresholds"]))
+    budget = int(study["steps"])
+    rows = []
+    for spectrum in study["spectra"]:
+        for optimizer in study["optimizers"]:
+            cells: dict[str, list[dict[str, Any]]] = {}
+            for arm in ARMS:
+                cells[arm] = []
+                for lr in study["lr_grid"][optimizer]:
+                    group = [
+                        t
+                        for t in trials
+                        if (t["spectrum"], t["optimizer"], t["arm"], t["lr"])
+                        == (spectrum, optimizer, arm, float(lr))
+                    ]
+                    if group:
+                        cells[arm].append(cell(group, keys))
+            best = {arm: best_lr(cells[arm], tightest) for arm in ARMS}
+            per_lr = []
+            for mf_cell, op_cell in zip(cells["MF"], cells["OP-MF"], strict=True):
+                per_lr.append(
+                    {
+                        "lr": mf_cell["lr"],
+                        "MF": mf_cell,
+                        "OP-MF": op_cell,
+                        **compare(mf_cell, op_cell, keys, budget),
+                    }
+                )
+            optimal_rank = next(t["optimal_effective_rank"] for t in trials if t["spectrum"] == spectrum)
+            rows.append(
+                {
+                    "spectrum": spectrum,
+                    "optimizer": optimizer,
+                    "best_lr": {arm: None if best[arm] is None else best[arm]["lr"] for arm in ARMS},
+                    "best": best,
+                    **compare(best["MF"], best["OP-MF"], keys, budget),
+                    "optimal_effective_rank": optimal_rank,
+                    "lr_sensitivity": {arm: _sensitivity(cells[arm], keys) for arm in ARMS},
+                    "per_lr": per_lr,
+                }
+            )
+    return rows
+
+
+def _sensitivity(cells: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    """How many lrs of the grid reached each threshold on every seed, and the worst final relative excess."""
+    worst = [c["final_relative_excess"] for c in cells]
+    return {
+        "lrs": len(cells),
+        "lrs_reaching": {k: sum(c["steps_to_excess"][k] is not None for c in cells) for k in keys},
+        "lrs_diverged": sum(c["diverged"] > 0 for c in cells),
+        "worst_final_relative_excess": None if any(w is None for w in worst) else max(worst),  # type: ignore[type-var]
+    }
+
+
+def summary(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    """Across rows: geometric means of the exact speed-ups and of the final-excess ratios at the best lrs."""
+
+    def gmean(xs: list[float]) -> float | None:
+        xs = [x for x in xs if x is not None and x > 0]
+        return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else None
+
+    out: dict[str, Any] = {"rows": len(rows), "speedup_geomean": {}, "speedup_exact_rows": {}}
+    for k in keys:
+        exact = [r["speedup"][k]["ratio"] for r in rows if r["speedup"][k]["bound"] == "exact"]
+        out["speedup_geomean"][k] = gmean(exact)
+        out["speedup_exact_rows"][k] = len(exact)
+    ratios = [r["final_excess_ratio"] for r in rows if r["final_excess_ratio"] is not None]
+    out["final_excess_ratio_geomean"] = gmean(ratios)
+    out["rows_op_mf_lower_final_excess"] = sum(x < 1 for x in ratios)
+    return out
+
+
+# --- the task -----------------------------------------------------------------------------------------------
+
+
+def trial_grid(study: dict[str, Any]) -> list[tuple[str, str, float, int, str]]:
+    """(spectrum, optimizer, lr, seed, arm) for every trial, MF and OP-MF of one setting side by side."""
+    return [
+        (spectrum, optimizer, float(lr), seed, arm)
+        for spectrum in study["spectra"]
+        for optimizer in study["optimizers"]
+        for lr in study["lr_grid"][optimizer]
+        for seed in study["seeds"]
+        for arm in ARMS
+    ]
+
+
+def mean_curves(
+    rows: list[dict[str, Any]], curves: dict[tuple[str, str, str, float], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Per row and arm, at the arm's best lr: the seed-mean relative excess and effective rank per logged step."""
+    out = []
+    for row in rows:
+        for arm, lr in row["best_lr"].items():
+            runs = curves.get((row["spectrum"], row["optimizer"], arm, lr)) if lr is not None else None
+            if not runs:
+                continue
+            first = runs[0]
+            n = min(len(m["loss_curve"]) for m in runs)
+            rel = [[_relative(m, m["loss_curve"][i]["loss"]) for m in runs] for i in range(n)]
+            ranks = [[m["effective_rank_curve"][i]["effective_rank"] for m in runs] for i in range(n)]
+            out.append(
+                {
+                    "spectrum": row["spectrum"],
+                    "optimizer": row["optimizer"],
+                    "arm": arm,
+                    "lr": lr,
+                    "step": [first["loss_curve"][i]["step"] for i in range(n)],
+                    "relative_excess": [_mean(v) for v in rel],
+                    "effective_rank": [_mean(v) for v in ranks],
+                    "optimal_effective_rank": row["optimal_effective_rank"],
+                }
+            )
+    return out
+
+
+def _relative(m: dict[str, Any], loss: float | None) -> float | None:
+    """A logged loss of run `m` as a relative excess (each seed has its own target and optimum)."""
+    return None if loss is None else (loss - m["optimal_loss"]) / (m["initial_loss"] - m["optimal_loss"])
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def _steps(x: float | None, reached: str) -> str:
+    if x is None:
+        return "never" if reached.startswith("0/") else f"never ({reached} seeds)"
+    return f"{x:.0f}"
+
+
+def _speed(s: dict[str, Any]) -> str:
+    r = s["ratio"]
+    return {
+        "exact": f"{r:.2f}x" if r is not None else "–",
+        "lower": f"> {_fmt(r, '.2f')}x",
+        "upper": f"< {_fmt(r, '.2f')}x",
+        "neither": "–",
+    }[s["bound"]]
+
+
+def markdown(result: dict[str, Any], spec: dict[str, Any]) -> str:
+    """table.md: each arm at its best lr, then both arms at every shared lr, then the paper's headline."""
+    keys = [threshold_key(t) for t in spec["thresholds"]]
+    m = spec["matrix"]
+    lines = [
+        "# Matrix factorisation: MF vs OP-MF",
+        "",
+        f"Target {m['rows']}x{m['cols']}, rank r = {spec['r']}, {spec['steps']} steps, seeds {spec['seeds']}, "
+        f"{result['trials']} trials. Loss = ‖ΔW - M‖²_F / (rows·cols), M scaled to ‖M‖²_F = rows·cols; "
+        "relative excess = (loss - Eckart-Young optimum) / (initial loss - optimum), 1 at step 0 for both arms. "
+        "Steps: mean over seeds of the first step at or below the level ('never': not within the budget on every "
+        "seed). Speed-up = MF steps / OP-MF steps ('> x': MF never got there, so at least x; '< x': OP-MF never). "
+        f"Best lr = lowest mean final relative excess (below {RELATIVE_FLOOR:g} counted as a tie, broken by "
+        f"fewer steps to {keys[-1] if keys else ''}).",
+        "",
+        "## Each arm at its best learning rate",
+        "",
+        "| spectrum | optimizer | best lr MF | best lr OP-MF | "
+        + " | ".join(f"steps to {k}: MF / OP-MF (speed-up)" for k in keys)
+        + " | final rel. excess MF | OP-MF | OP-MF/MF | % lower | eff. rank MF / OP-MF / SVD |",
+        "|" + "---|" * (9 + len(keys)),
+    ]
+    for r in result["table"]:
+        mf, op = r["best"]["MF"] or {}, r["best"]["OP-MF"] or {}
+        cols = [
+            r["spectrum"],
+            r["optimizer"],
+            _fmt(r["best_lr"]["MF"], "g"),
+            _fmt(r["best_lr"]["OP-MF"], "g"),
+        ]
+        for k in keys:
+            a = _steps(mf.get("steps_to_excess", {}).get(k), mf.get("reached", {}).get(k, "0/0"))
+            b = _steps(op.get("steps_to_excess", {}).get(k), op.get("reached", {}).get(k, "0/0"))
+            cols.append(f"{a} / {b} ({_speed(r['speedup'][k])})")
+        cols += [
+            _fmt(mf.get("final_relative_excess")),
+            _fmt(op.get("final_relative_excess")),
+            _fmt(r["final_excess_ratio"]),
+            _fmt(r["final_excess_lower_pct"], ".0f"),
+            f"{_fmt(mf.get('final_effective_rank'), '.2f')} / {_fmt(op.get('final_effective_rank'), '.2f')}"
+            f" / {r['optimal_effective_rank']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cols) + " |")
+    lines += [
+        "",
+        "## Both arms at each shared learning rate (sensitivity)",
+        "",
+        "| spectrum | optimizer | lr | final rel. excess MF | OP-MF | OP-MF/MF | "
+        + " | ".join(f"speed-up to {k}" for k in keys)
+        + " |",
+        "|" + "---|" * (6 + len(keys)),
+    ]
+    for r in result["table"]:
+        for c in r["per_lr"]:
+            mf_x = "diverged" if c["MF"]["diverged"] else _fmt(c["MF"]["final_relative_excess"])
+            op_x = "diverged" if c["OP-MF"]["diverged"] else _fmt(c["OP-MF"]["final_relative_excess"])
+            cols = [r["spectrum"], r["optimizer"], f"{c['lr']:g}", mf_x, op_x, _fmt(c["final_excess_ratio"])]
+            cols += [_speed(c["speedup"][k]) for k in keys]
+            lines.append("| " + " | ".join(cols) + " |")
+    s, p = result["summary"], result["paper"]
+    sp = ", ".join(
+        f"{k}: {_fmt(v, '.2f')}x over {s['speedup_exact_rows'][k]} rows"
+        for k, v in s["speedup_geomean"].items()
+    )
+    lines += [
+        "",
+        "## Summary, beside the paper",
+        "",
+        f"- Measured here (geometric means over rows, best lr each): speed-up {sp}; final excess OP-MF/MF "
+        f"{_fmt(s['final_excess_ratio_geomean'])}; OP-MF lower final excess in "
+        f"{s['rows_op_mf_lower_final_excess']} of {s['rows']} rows.",
+        f"- Paper headline: OP-MF {p['speedup']}x faster and {p['final_loss_lower_pct']:.0f}% lower final loss "
+        f"({p['source']}; its matrix sizes, budgets and lr selection are not known to us).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """Run every trial in-process, emit a `step` event after each, then write the table, JSON and plots."""
+    from .. import plots
+
+    t0 = time.perf_counter()
+    grid = trial_grid(spec)
+    keys = [threshold_key(t) for t in spec["thresholds"]]
+    trials: list[dict[str, Any]] = []
+    curves: dict[tuple[str, str, str, float], list[dict[str, Any]]] = {}
+    for i, (spectrum, optimizer, lr, seed, arm) in enumerate(grid):
+        metrics = fit(trial_spec(spec, spectrum, optimizer, arm, lr, seed), ctx.device).metrics
+        trials.append(summarize(metrics))
+        curves.setdefault((spectrum, optimizer, arm, lr), []).append(metrics)
+        label = f"{spectrum} {optimizer} {arm} lr={lr:g} seed={seed}"
+        loss = metrics["final_loss"] if metrics["final_loss"] is not None else math.nan
+        ctx.step(i + 1, len(grid), loss, label=label, relative_excess=metrics["relative_excess"])
+
+    rows = aggregate(trials, spec)
+    result = {
+        "trials": len(trials),
+        "table": rows,
+        "best_lr": {f"{r['spectrum']}/{r['optimizer']}": r["best_lr"] for r in rows},
+        "summary": summary(rows, keys),
+        "paper": PAPER,
+        "relative_floor": RELATIVE_FLOOR,
+        "wall_s": time.perf_counter() - t0,
+        "trial_wall_s_mean": statistics.fmean(t["wall_s"] for t in trials),
+    }
+    table = ctx.path("table.md")
+    write_bytes_atomic(table, markdown(result, spec).encode())
+    ctx.artifact("table", table, label="MF vs OP-MF")
+    study_json = ctx.path("study.json")
+    write_json_atomic(study_json, {"spec": spec, **result, "trial_results": trials})
+    ctx.artifact("file", study_json, label="all trials and the aggregated table")
+    means = mean_curves(rows, curves)
+    for path, label in plots.study_curves(
+        means,
+        spec["spectra"],
+        spec["optimizers"],
+        spec["thresholds"],
+        ctx.path("curves.png"),
+        ctx.path("effective_rank.png"),
+    ):
+        ctx.artifact("plot", path, label=label)
+    return result
