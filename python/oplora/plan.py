@@ -1,0 +1,198 @@
+"""Plans: what a spec will cost before it runs (parameter counts and training memory), built from shapes only.
+
+Per adapted layer with lora_A weight (r, d_in) and lora_B weight (d_out, r), nA = r·d_in, nB = d_out·r:
+
+    LoRA params       = nA + nB
+    generator params  = e            (z)
+                      + h·e + h      (W1, b1)
+                      + nA·h + nA    (A head)
+                      + nB·h + nB    (B head)          ≈ (h + 1) · LoRA params for large layers
+
+Training memory (bytes), activations excluded:
+
+    base weights       base params × dtype bytes (frozen, no grads, no optimizer state)
+    trainable state    trainable params × 16   (fp32 param + grad + Adam m + Adam v)
+    lora weights       LoRA params × 4          (op-lora: PEFT's own A, B tensors, kept as parametrization originals)
+    generated factors  LoRA params × 8          (op-lora: the generated A, B and their grads, fp32)
+
+A task module provides `lora_layer_shapes(spec) -> [(name, A shape, B shape)]` and
+`base_parameter_count(spec) -> int`, computed without loading weights; `base_dtype_bytes(spec)` is optional
+(default 4, fp32). Tasks without them fall back to `FALLBACKS` here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from .spec import validate_spec
+
+Shape = tuple[int, ...]
+LayerShapes = list[tuple[str, Shape, Shape]]
+
+BYTES_PER_TRAINABLE = 16  # fp32 param + grad + Adam m + Adam v
+HEADROOM = 0.9  # leave 10% of the device for activations, the CUDA context and fragmentation
+
+
+def _study_trial(spec: dict[str, Any]) -> dict[str, Any]:
+    """A `matrix_factorization_study` plans as its largest trial: one OP-MF run (trials run one at a time)."""
+    return {
+        "matrix": spec["matrix"],
+        "adapter": {"kind": "op-lora", "r": spec["r"], "generator": spec["generator"]},
+    }
+
+
+def _mf_shapes(spec: dict[str, Any]) -> LayerShapes:
+    m, r = spec["matrix"], int(spec["adapter"]["r"])
+    return [("linear", (r, int(m["cols"])), (int(m["rows"]), r))]
+
+
+def _mf_base(spec: dict[str, Any]) -> int:
+    return int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
+
+
+FALLBACKS: dict[str, tuple[Callable[[dict[str, Any]], LayerShapes], Callable[[dict[str, Any]], int]]] = {
+    "matrix_factorization": (_mf_shapes, _mf_base),
+    "matrix_factorization_study": (
+        lambda s: _mf_shapes(_study_trial(s)),
+        lambda s: _mf_base(_study_trial(s)),
+    ),
+}
+
+
+def adapter_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's adapter block (the study's is built from its `r` and `generator`)."""
+    if "adapter" in spec:
+        return spec["adapter"]
+    if "r" in spec and "generator" in spec:
+        return _study_trial(spec)["adapter"]
+    raise ValueError(f"task {spec['task']!r}: the spec has no adapter block to plan")
+
+
+def _task_hooks(task: str) -> tuple[Callable[..., LayerShapes], Callable[..., int], Callable[..., int]]:
+    from .runner import TASK_MODULES
+
+    module: Any = None
+    try:
+        module = importlib.import_module(TASK_MODULES[task])
+    except ImportError:
+        module = None
+    shapes = getattr(module, "lora_layer_shapes", None)
+    base = getattr(module, "base_parameter_count", None)
+    if (shapes is None or base is None) and task in FALLBACKS:
+        shapes, base = shapes or FALLBACKS[task][0], base or FALLBACKS[task][1]
+    if shapes is None or base is None:
+        raise NotImplementedError(
+            f"task {task!r} cannot be planned yet: its module needs lora_layer_shapes(spec) and base_parameter_count(spec)"
+        )
+    dtype_bytes = getattr(module, "base_dtype_bytes", None) or (lambda _spec: 4)
+    return shapes, base, dtype_bytes
+
+
+def generator_parameters_per_layer(n_a: int, n_b: int, embedding_dim: int, hidden_dim: int) -> int:
+    """z + (W1, b1) + (WA, bA) + (WB, bB) of one layer's generator."""
+    e, h = embedding_dim, hidden_dim
+    return e + h * e + h + n_a * h + n_a + n_b * h + n_b
+
+
+def count(layers: LayerShapes, adapter: dict[str, Any]) -> dict[str, Any]:
+    """Shape groups (same A and B shapes) with their counts, LoRA and generator parameter totals."""
+    groups: Counter[tuple[Shape, Shape]] = Counter((tuple(a), tuple(b)) for _, a, b in layers)
+    gen = adapter.get("generator") if adapter["kind"] == "op-lora" else None
+    out_groups = []
+    lora_total = gen_total = 0
+    for (a, b), n in groups.items():
+        n_a, n_b = math.prod(a), math.prod(b)
+        lora = n_a + n_b
+        g = generator_parameters_per_layer(n_a, n_b, gen["embedding_dim"], gen["hidden_dim"]) if gen else 0
+        out_groups.append(
+            {
+                "lora_A_shape": list(a),
+                "lora_B_shape": list(b),
+                "layers": n,
+                "lora_parameters_per_layer": lora,
+                "generator_parameters_per_layer": g,
+            }
+        )
+        lora_total += n * lora
+        gen_total += n * g
+    return {"groups": out_groups, "lora_parameters": lora_total, "generator_parameters": gen_total}
+
+
+def device_memory(device: str) -> tuple[str, int | None]:
+    """(resolved device, its total memory in bytes) — CUDA's total memory, or the machine's RAM on CPU."""
+    try:
+        import torch
+
+        from .environment import resolve_device
+
+        dev = resolve_device(device)
+        if dev.type == "cuda":
+            return str(dev), int(torch.cuda.get_device_properties(dev.index or 0).total_memory)
+    except (ImportError, ValueError):
+        return device, None
+    try:
+        return "cpu", int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return "cpu", None
+
+
+def _gib(n: float) -> str:
+    """Bytes, readable: 1.5 GiB, 277 KiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def plan(raw_spec: Any) -> dict[str, Any]:
+    """Counts and a memory estimate for `raw_spec` (validated here), with `fits` against the device."""
+    spec = validate_spec(raw_spec)
+    task = spec["task"]
+    shapes_fn, base_fn, dtype_fn = _task_hooks(task)
+    layers = list(shapes_fn(spec))
+    adapter = adapter_of(spec)
+    counts = count(layers, adapter)
+    op = adapter["kind"] == "op-lora"
+    trainable = counts["generator_parameters"] if op else counts["lora_parameters"]
+    base_params = int(base_fn(spec))
+    dtype_bytes = int(dtype_fn(spec))
+    memory = {
+        "base_weights": base_params * dtype_bytes,
+        "trainable_state": trainable * BYTES_PER_TRAINABLE,
+        "lora_weights": counts["lora_parameters"] * 4 if op else 0,
+        "generated_factors": counts["lora_parameters"] * 8 if op else 0,
+    }
+    total = sum(memory.values())
+    device, available = device_memory(str(spec.get("device", "auto")))
+    fits = available is None or total <= HEADROOM * available
+    if available is None:
+        message = f"needs about {_gib(total)} before activations; the device's memory is unknown"
+    elif fits:
+        message = f"needs about {_gib(total)} before activations, of {_gib(available)} on {device}"
+    else:
+        knobs = "r, target_modules" + (", generator.hidden_dim" if op else "")
+        message = (
+            f"does not fit: needs about {_gib(total)} before activations, {device} has {_gib(available)}; "
+            f"reduce {knobs}"
+            + (f" (the generator holds {counts['generator_parameters']:,} parameters)" if op else "")
+        )
+    return {
+        "task": task,
+        "adapter_kind": adapter["kind"],
+        "layers": len(layers),
+        "groups": counts["groups"],
+        "lora_parameters": counts["lora_parameters"],
+        "generator_parameters": counts["generator_parameters"],
+        "trainable_parameters": trainable,
+        "base_parameters": base_params,
+        "memory_bytes": {**memory, "total": total},
+        "device": device,
+        "device_memory_bytes": available,
+        "fits": fits,
+        "message": message,
+    }
