@@ -1,0 +1,74 @@
+/**
+ * Which Python interpreter runs oplora: option `python` > env `OPLORA_PYTHON` > `<package root>/.venv/bin/python`
+ * (built by `npm install`). Every child gets `<package root>/python` first on PYTHONPATH, so the Python
+ * package that runs is the one shipped with this SDK, whatever the interpreter has installed.
+ */
+import { accessSync, constants, existsSync, readFileSync } from "node:fs";
+import { delimiter, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PythonEnvironmentError } from "../errors.js";
+
+let cachedRoot: string | undefined;
+
+/** The folder holding oplora's package.json (works from sdk/ sources and from dist/). */
+export function packageRoot(): string {
+  if (cachedRoot) return cachedRoot;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, "package.json");
+    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, "utf8")).name === "oplora") return (cachedRoot = dir);
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`oplora: cannot find the package root above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+}
+
+export interface PythonOptions {
+  /** Path to a Python interpreter (default: env OPLORA_PYTHON, then the package's .venv). */
+  python?: string | undefined;
+}
+
+const SETUP_FIX = "npm run postinstall   (or: node scripts/setup-python.mjs, in the oplora package folder)";
+
+/** The interpreter to run; throws PythonEnvironmentError when it does not exist or is not executable. */
+export function resolvePython(options: PythonOptions = {}): string {
+  const venv = join(packageRoot(), ".venv", process.platform === "win32" ? "Scripts/python.exe" : "bin/python");
+  const [python, source] = options.python
+    ? [options.python, "the `python` option"]
+    : process.env.OPLORA_PYTHON
+      ? [process.env.OPLORA_PYTHON, "env OPLORA_PYTHON"]
+      : [venv, "the package's virtual environment"];
+  if (!python.includes("/") && !python.includes("\\")) return python; // a bare name: found on PATH by spawn
+  try {
+    accessSync(python, constants.X_OK);
+  } catch {
+    const fix =
+      source === "the package's virtual environment"
+        ? SETUP_FIX
+        : `point ${source} at an executable Python 3.11+ with torch and peft installed`;
+    throw new PythonEnvironmentError(`Python interpreter not found or not executable: ${python} (from ${source})`, python, fix);
+  }
+  return python;
+}
+
+/** The environment for a Python child: `<root>/python` first on PYTHONPATH, unbuffered output. */
+export function pythonEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  const own = join(packageRoot(), "python");
+  const current = extra.PYTHONPATH ?? process.env.PYTHONPATH;
+  return {
+    ...process.env,
+    ...extra,
+    PYTHONPATH: current ? `${own}${delimiter}${current}` : own,
+    PYTHONUNBUFFERED: "1",
+  };
+}
+
+/** The PythonEnvironmentError for an interpreter that cannot import oplora (or its dependencies). */
+export function notImportable(python: string, stderr: string): PythonEnvironmentError {
+  const missing = /No module named '([^']+)'/.exec(stderr)?.[1];
+  const what = missing ? `cannot import '${missing}'` : "cannot import oplora";
+  const fix = python.includes(join(".venv", "bin"))
+    ? SETUP_FIX
+    : `${python} -m pip install -e ${packageRoot()}   (installs oplora and its dependencies into that interpreter)`;
+  return new PythonEnvironmentError(`${python} ${what}`, python, fix);
+}
