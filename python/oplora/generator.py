@@ -1,0 +1,191 @@
+"""The factor generator: every adapted layer's OP-LoRA MLP, stacked per group of same-shaped layers.
+
+OP-LoRA (arXiv 2412.10362) generates each layer's LoRA factors from a learned embedding::
+
+    h_l = ReLU(W1_l z_l + b1_l)          # z_l: (e,)   W1_l: (h, e)   b1_l: (h,)
+    A_l = reshape(WA_l h_l + bA_l)       # WA_l: (r·d_in, h)    -> A_l: lora_A weight shape, e.g. (r, d_in)
+    B_l = reshape(WB_l h_l + bB_l)       # WB_l: (d_out·r, h)   -> B_l: lora_B weight shape, e.g. (d_out, r)
+
+Nothing is shared between layers. Layers whose (A shape, B shape, dtype) agree form a group; a group's
+parameters are stacked along a leading axis of size L, so a group costs three batched matrix-vector
+products ("batched") instead of 3·L small ones ("loop", kept as the reference). Groups are split into
+chunks of at most ``chunk_bytes`` per stacked weight: on the CPU, allocations above glibc's mmap
+threshold are page-faulted afresh every step, which cost more than the products themselves.
+
+Initialisation follows the first author's code: z ~ N(0, init_std²); W1, b1 and WA at PyTorch's default
+``nn.Linear`` init (U(-1/√fan_in, 1/√fan_in)); bA = 0; WB = bB = 0, so B = 0 and ΔW = 0 at step 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import OPLoRAConfig, resolve_formulation
+
+LayerShapes = tuple[torch.Size, torch.Size]  # (lora_A weight shape, lora_B weight shape)
+DEFAULT_CHUNK_BYTES = 16 * 2**20
+
+
+class _StackedAffine(torch.autograd.Function):
+    """y = W x + b for a stack of L independent layers: W (L, m, k), x (L, k), b (L, m) -> y (L, m).
+
+    Same values as ``baddbmm``; the backward forms ∂W = g ⊗ x by broadcasting, a single memory-bound pass,
+    where autograd's ``bmm`` backward runs a k = 1 batched GEMM that is several times slower on the CPU.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, W: Tensor, b: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(W, x)
+        return torch.baddbmm(b.unsqueeze(2), W, x.unsqueeze(2)).squeeze(2)  # (L, m)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: Tensor) -> tuple[Tensor | None, ...]:
+        W, x = ctx.saved_tensors  # type: ignore[attr-defined]
+        need_W, need_b, need_x = ctx.needs_input_grad  # type: ignore[attr-defined]
+        gW = g.unsqueeze(2) * x.unsqueeze(1) if need_W else None  # (L, m, k)
+        gx = torch.bmm(g.unsqueeze(1), W).squeeze(1) if need_x else None  # (L, k)
+        return gW, (g if need_b else None), gx
+
+
+def _uniform_(t: Tensor, fan_in: int) -> Tensor:
+    """PyTorch's default ``nn.Linear`` init (kaiming_uniform with a = √5), applied per stacked layer."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.init.uniform_(t, -bound, bound)
+
+
+class FactorGroup(nn.Module):
+    """The MLPs of L layers sharing one (A shape, B shape, dtype), stacked along dim 0.
+
+    Parameters (float32): ``z`` (L, e), ``W1`` (L, h, e), ``b1`` (L, h), ``WA`` (L, n_A, h), ``bA`` (L, n_A),
+    ``WB`` (L, n_B, h), ``bB`` (L, n_B), with n_A = numel(A shape), n_B = numel(B shape).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        a_shape: torch.Size,
+        b_shape: torch.Size,
+        dtype: torch.dtype,
+        config: OPLoRAConfig,
+        device: torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        self.layers = tuple(layers)  # global layer indices, in the order stacked here
+        self.a_shape, self.b_shape, self.dtype = torch.Size(a_shape), torch.Size(b_shape), dtype
+        L, e, h = len(self.layers), config.embedding_dim, config.hidden_dim
+        n_a, n_b = self.a_shape.numel(), self.b_shape.numel()
+        kw = {"device": device, "dtype": torch.float32}
+        self.z = nn.Parameter(torch.empty(L, e, **kw).normal_(0.0, config.init_std))
+        self.W1 = nn.Parameter(_uniform_(torch.empty(L, h, e, **kw), fan_in=e))
+        self.b1 = nn.Parameter(_uniform_(torch.empty(L, h, **kw), fan_in=e))
+        self.WA = nn.Parameter(_uniform_(torch.empty(L, n_a, h, **kw), fan_in=h))
+        self.bA = nn.Parameter(torch.zeros(L, n_a, **kw))
+        self.WB = nn.Parameter(torch.zeros(L, n_b, h, **kw))
+        self.bB = nn.Parameter(torch.zeros(L, n_b, **kw))
+
+    def extra_repr(self) -> str:
+        return f"L={len(self.layers)}, A={tuple(self.a_shape)}, B={tuple(self.b_shape)}, dtype={self.dtype}"
+
+    def _params(self) -> list[Tensor]:
+        # Always compute in float32, whatever the module was cast to.
+        return [p.float() for p in (self.z, self.W1, self.b1, self.WA, self.bA, self.WB, self.bB)]
+
+    def batched(self) -> tuple[Tensor, Tensor]:
+        """A (L, *A shape), B (L, *B shape) in the group's dtype, from three stacked products."""
+        z, W1, b1, WA, bA, WB, bB = self._params()
+        h = F.relu(_StackedAffine.apply(W1, b1, z))  # (L, h)
+        A = _StackedAffine.apply(WA, bA, h)  # (L, n_A)
+        B = _StackedAffine.apply(WB, bB, h)  # (L, n_B)
+        L = len(self.layers)
+        return A.to(self.dtype).view(L, *self.a_shape), B.to(self.dtype).view(L, *self.b_shape)
+
+    def loop(self) -> list[tuple[Tensor, Tensor]]:
+        """The reference: one small MLP call per layer; [(A_l, B_l)] in the group's dtype."""
+        z, W1, b1, WA, bA, WB, bB = (p.unbind(0) for p in self._params())
+        out = []
+        for i in range(len(self.layers)):
+            h = F.relu(F.linear(z[i], W1[i], b1[i]))  # (h,)
+            A = F.linear(h, WA[i], bA[i]).to(self.dtype).view(self.a_shape)  # (r, d_in, ...)
+            B = F.linear(h, WB[i], bB[i]).to(self.dtype).view(self.b_shape)  # (d_out, r, ...)
+            out.append((A, B))
+        return out
+
+
+class FactorGenerator(nn.Module):
+    """Generates every adapted layer's LoRA factors (A_l, B_l) from its own MLP; see the module docstring.
+
+    Args:
+        shapes: per layer, ``(lora_A weight shape, lora_B weight shape)``; Linear: ((r, d_in), (d_out, r)),
+            Conv2d: ((r, d_in, kh, kw), (d_out, r, 1, 1)).
+        config: embedding size e, hidden size h, init std of z, default formulation.
+        dtypes: per layer, the dtype A_l and B_l are cast to (the LoRA weights'); default float32.
+        device: where the parameters live.
+        chunk_bytes: most bytes of one stacked weight (WA or WB) per group chunk; ``None``: no limit.
+    """
+
+    def __init__(
+        self,
+        shapes: Sequence[tuple[Sequence[int], Sequence[int]]],
+        config: OPLoRAConfig | None = None,
+        dtypes: Sequence[torch.dtype] | None = None,
+        device: torch.device | str | None = None,
+        chunk_bytes: int | None = DEFAULT_CHUNK_BYTES,
+    ) -> None:
+        super().__init__()
+        self.config = config if config is not None else OPLoRAConfig()
+        self.shapes: tuple[LayerShapes, ...] = tuple((torch.Size(a), torch.Size(b)) for a, b in shapes)
+        if not self.shapes:
+            raise ValueError("FactorGenerator: shapes is empty; expected at least one layer")
+        if dtypes is None:
+            dtypes = [torch.float32] * len(self.shapes)
+        if len(dtypes) != len(self.shapes):
+            raise ValueError(f"FactorGenerator: {len(dtypes)} dtypes for {len(self.shapes)} layers")
+        for i, (a, b) in enumerate(self.shapes):
+            if len(a) < 2 or len(b) < 2 or a[0] != b[1]:
+                raise ValueError(
+                    f"FactorGenerator: layer {i} has A shape {tuple(a)} and B shape {tuple(b)}; "
+                    "expected (r, d_in, ...) and (d_out, r, ...) with the same r"
+                )
+        by_key: dict[tuple[torch.Size, torch.Size, torch.dtype], list[int]] = {}
+        for i, (shape, dtype) in enumerate(zip(self.shapes, dtypes, strict=True)):
+            by_key.setdefault((shape[0], shape[1], dtype), []).append(i)
+        h = self.config.hidden_dim
+        groups = []
+        for (a, b, dtype), layers in by_key.items():
+            per_layer = max(a.numel(), b.numel()) * h * 4
+            size = len(layers) if chunk_bytes is None else max(1, chunk_bytes // per_layer)
+            for s in range(0, len(layers), size):
+                groups.append(FactorGroup(layers[s : s + size], a, b, dtype, self.config, device))
+        self.groups = nn.ModuleList(groups)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.shapes)
+
+    def extra_repr(self) -> str:
+        return f"layers={self.num_layers}, e={self.config.embedding_dim}, h={self.config.hidden_dim}"
+
+    def forward(self, formulation: str | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Returns ``[(A_l, B_l)]`` for every layer l, in the order of ``shapes``.
+
+        ``formulation``: "batched", "loop" or "auto" (default: the config's); both give the same values
+        and gradients. In "batched" each A_l is a view of its group's stacked output, taken with one
+        ``unbind`` (whose backward is one ``stack``), so per-layer access costs no copy.
+        """
+        device = next(iter(self.parameters())).device
+        how = resolve_formulation(formulation or self.config.formulation, device)
+        out: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
+        for group in self.groups:
+            if how == "batched":
+                A, B = group.batched()
+                pairs = zip(A.unbind(0), B.unbind(0), strict=True)
+            else:
+                pairs = group.loop()
+            for layer, pair in zip(group.layers, pairs, strict=True):
+                out[layer] = pair
+        return out  # type: ignore[return-value]
