@@ -1,0 +1,155 @@
+/**
+ * The run store: one sweep directory holding a run directory per trial, a manifest and a lock.
+ *
+ *     SWEEP/sweep.json          manifest: base, plan, trials (id, hash, axes, status, error)
+ *     SWEEP/sweep.lock          {pid, hostname, started_at} while a sweep writes here
+ *     SWEEP/runs/<id>/          a run directory (spec.json, events.ndjson, result.json), id = spec hash
+ *     SWEEP/.trash/             failed attempts moved aside before a re-run, then deleted
+ *
+ * A trial whose result.json says `succeeded` for the same spec is reused; any other content of its
+ * directory is moved aside and deleted before it runs again, so results of different specs never mix.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import type { RunResult } from "../result.js";
+import { sameJson } from "./canonical.js";
+import { SweepLockedError } from "./errors.js";
+import type { SweepPlan } from "./expand.js";
+
+export const MANIFEST = "sweep.json";
+export const LOCK = "sweep.lock";
+export const RUNS = "runs";
+
+export type TrialStatus = "pending" | "running" | "succeeded" | "failed" | "cancelled" | "not_run";
+
+export interface ManifestTrial {
+  index: number;
+  id: string;
+  hash: string;
+  label: string;
+  axes: Record<string, unknown>;
+  /** Run directory, relative to the sweep directory. */
+  dir: string;
+  status: TrialStatus;
+  /** True when a previous sweep's result was reused. */
+  reused: boolean;
+  error: { type: string; message: string } | null;
+}
+
+export interface SweepManifest {
+  version: 1;
+  created_at: string;
+  updated_at: string;
+  base: unknown;
+  plan: SweepPlan;
+  mode: "warm" | "cold";
+  trials: ManifestTrial[];
+}
+
+export function trialDir(sweepDir: string, id: string): string {
+  return join(sweepDir, RUNS, id);
+}
+
+/** Write `text` to `path` through a temporary file and a rename (readers never see half a file). */
+export async function writeFileAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+}
+
+export async function readJson<T = unknown>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, "utf8")) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function readManifest(sweepDir: string): Promise<SweepManifest | undefined> {
+  return readJson<SweepManifest>(join(sweepDir, MANIFEST));
+}
+
+/** Serialises manifest writes: the latest state always lands last. */
+export class ManifestWriter {
+  private chain: Promise<void> = Promise.resolve();
+  constructor(
+    private readonly sweepDir: string,
+    readonly manifest: SweepManifest,
+  ) {}
+
+  save(): Promise<void> {
+    const text = `${JSON.stringify({ ...this.manifest, updated_at: new Date().toISOString() }, null, 2)}\n`;
+    this.chain = this.chain.then(() => writeFileAtomic(join(this.sweepDir, MANIFEST), text));
+    return this.chain;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Take the sweep directory's lock, or throw `SweepLockedError` when a live process holds it. A lock left
+ * by a dead process (same host) is stale and taken over. Returns the function that releases it.
+ */
+export async function acquireLock(sweepDir: string): Promise<() => Promise<void>> {
+  await mkdir(sweepDir, { recursive: true });
+  const path = join(sweepDir, LOCK);
+  const mine = { pid: process.pid, hostname: hostname(), started_at: new Date().toISOString() };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fh = await open(path, "wx");
+      await fh.writeFile(`${JSON.stringify(mine)}\n`);
+      await fh.close();
+      return async () => {
+        const held = await readJson<{ pid: number }>(path);
+        if (held?.pid === process.pid) await rm(path, { force: true });
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    }
+    const held = await readJson<{ pid?: number; hostname?: string }>(path);
+    const pid = typeof held?.pid === "number" ? held.pid : undefined;
+    const otherHost = held?.hostname !== undefined && held.hostname !== mine.hostname;
+    if (pid !== undefined && (otherHost || alive(pid))) throw new SweepLockedError(sweepDir, pid);
+    // stale (dead owner, or a lock file we cannot read): move it aside atomically, then try again
+    const stale = `${path}.stale.${randomBytes(4).toString("hex")}`;
+    if (
+      await rename(path, stale).then(
+        () => true,
+        () => false,
+      )
+    )
+      await rm(stale, { force: true });
+  }
+  throw new SweepLockedError(sweepDir, -1);
+}
+
+/** A trial directory's reusable result: its result.json when it succeeded for exactly this spec. */
+export async function reusableResult(dir: string, spec: unknown): Promise<RunResult | undefined> {
+  const result = await readJson<RunResult>(join(dir, "result.json"));
+  if (result?.status !== "succeeded") return undefined;
+  const recorded = await readJson(join(dir, "spec.json"));
+  return recorded !== undefined && sameJson(recorded, spec) ? result : undefined;
+}
+
+/** Move a trial directory aside (atomic rename into .trash/) and delete it; a no-op when it is absent. */
+export async function clearTrialDir(sweepDir: string, dir: string, id: string): Promise<void> {
+  const trash = join(sweepDir, ".trash");
+  await mkdir(trash, { recursive: true });
+  const aside = join(trash, `${id}-${Date.now()}-${randomBytes(3).toString("hex")}`);
+  try {
+    await rename(dir, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw e;
+  }
+  await rm(aside, { recursive: true, force: true });
+}
