@@ -1,1 +1,27 @@
+/** oplora's public surface: only re-exports. */
+export { type AdapterInfo, readAdapter } from "./adapter.js";
+export { closePython } from "./bridge/quick.js";
+export { type DoctorReport, doctor } from "./environment.js";
+export {
+  CancelledError,
+  InputError,
+  OploraError,
+  ProcessCrashedError,
+  ProtocolError,
+  PythonCallError,
+  PythonEnvironmentError,
+  type PythonErrorInfo,
+  SpecInvalidError,
+  TrainingFailedError,
+} from "./errors.js";
+export { type EventOf, RunEvent, type RunEventType } from "./events.js";
+export { MatrixFactorizationMetrics, type MetricsOf, TASK_METRICS } from "./metrics.js";
+export { listTargetModules, type Plan, plan, type TargetModules } from "./plan.js";
+export { type Artifact, RunResult, type RunResultOf, RunStatus } from "./result.js";
+export { RunHandle, type RunOptions, run } from "./run.js";
+export { readEvents, readResult } from "./run-dir.js";
+export { Spec, type SpecInput, type TaskName } from "./spec/index.js";
+export { specJsonSchema, specJsonSchemaText } from "./spec/schema.js";
+export { defineSpec, validateSpec } from "./spec/validate.js";
+
 export const VERSION = "0.1.0";
