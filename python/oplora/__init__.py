@@ -1,3 +1,52 @@
-"""oplora: OP-LoRA (arXiv 2412.10362) on PEFT."""
+"""oplora: OP-LoRA (arXiv 2412.10362) on PEFT.
+
+    from peft import LoraConfig, get_peft_model
+    from oplora import OPLoRAConfig, attach, collapse
+
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q", "v"]))
+    op = attach(model, OPLoRAConfig(embedding_dim=128, hidden_dim=32))  # op(x) == model(x); train op.generator
+    plain = collapse(op)                  # plain PEFT model: lora_A / lora_B hold the generated factors
+    plain.save_pretrained("adapter/")     # a standard PEFT adapter
+
+The public names are loaded on first use, so `import oplora` (and the CLI's spec validation) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "OPLoRAConfig": "oplora.config",
+    "FactorGenerator": "oplora.generator",
+    "OPLoRAModel": "oplora.bind",
+    "attach": "oplora.bind",
+    "collapse": "oplora.collapse",
+    "save_generator": "oplora.checkpoint",
+    "load_generator": "oplora.checkpoint",
+    "validate_spec": "oplora.spec",
+    "SpecError": "oplora.spec",
+    "run_spec": "oplora.runner",
+    "InputError": "oplora.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .bind import OPLoRAModel, attach
+    from .checkpoint import load_generator, save_generator
+    from .collapse import collapse
+    from .config import OPLoRAConfig
+    from .generator import FactorGenerator
+    from .runner import InputError, run_spec
+    from .spec import SpecError, validate_spec
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'oplora' has no attribute {name!r}")
