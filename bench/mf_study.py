@@ -1,0 +1,75 @@
+"""The matrix-factorisation study at benchmark size (design.md §5): MF vs OP-MF, every spectrum, every optimizer.
+
+    .venv/bin/python bench/mf_study.py [--out bench/results/mf_study.json] [--quick]
+
+Runs the `matrix_factorization_study` task through the runner (the same code path as the SDK) into
+bench/out/mf_study/ (ignored by git), then writes the aggregated metrics to --out (JSON) and the study's
+table next to it (.md); the figures stay in the run dir. `--quick` runs the spec's demo defaults instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "python"))
+
+BENCH_SPEC = {
+    "task": "matrix_factorization_study",
+    "device": "cpu",
+    "seeds": [0, 1, 2],
+    "matrix": {"rows": 128, "cols": 128},
+    "steps": 2000,
+    "log_every": 20,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mf_study.json")
+    parser.add_argument("--quick", action="store_true", help="the demo-size defaults of the spec")
+    args = parser.parse_args()
+
+    from oplora.runner import run_spec
+
+    spec = {"task": "matrix_factorization_study", "device": "cpu"} if args.quick else BENCH_SPEC
+    run_dir = ROOT / "bench" / "out" / ("mf_study_quick" if args.quick else "mf_study")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    result, code = run_spec(spec, run_dir)
+    wall = time.perf_counter() - t0
+    if result is None or code != 0:
+        print(f"mf_study: failed ({code}): {result and result['error']}", file=sys.stderr)
+        return code or 1
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metrics = result["metrics"]
+    record = {
+        "benchmark": "mf_study",
+        "quick": args.quick,
+        "spec": json.loads((run_dir / "spec.json").read_text()),
+        "wall_s": wall,
+        "versions": result["versions"],
+        **metrics,
+    }
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    table = (run_dir / "table.md").read_text()
+    out.with_suffix(".md").write_text(
+        table
+        + f"\nWall time {wall:.0f} s for {metrics['trials']} trials on this machine (CPU, torch threads as set by "
+        "the task); run dir with curves.png / effective_rank.png: " + str(run_dir.relative_to(ROOT)) + "\n"
+    )
+    print(table)
+    print(f"mf_study: {metrics['trials']} trials in {wall:.0f} s -> {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
