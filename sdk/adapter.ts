@@ -1,7 +1,7 @@
 /** `readAdapter(dir)`: an exported adapter's adapter_config.json and its tensors' names, shapes and dtypes. */
 import { z } from "zod";
-import { type CallOptions, quickBridge } from "./bridge/quick.js";
 import type { PythonOptions } from "./bridge/python.js";
+import { type CallOptions, quickBridge } from "./bridge/quick.js";
 
 export const AdapterTensor = z.looseObject({ name: z.string(), shape: z.array(z.int()), dtype: z.string() });
 export const AdapterInfo = z.looseObject({

@@ -1,7 +1,7 @@
 /** `doctor()`: what the Python side runs on (versions, CUDA devices, missing packages), via the quick lane. */
 import { z } from "zod";
-import { type CallOptions, quickBridge } from "./bridge/quick.js";
 import type { PythonOptions } from "./bridge/python.js";
+import { type CallOptions, quickBridge } from "./bridge/quick.js";
 
 export const DoctorReport = z.looseObject({
   ok: z.boolean(),

@@ -22,7 +22,9 @@ export class SpecInvalidError extends OploraError {
     readonly issues: string[],
     source: "sdk" | "python" = "sdk",
   ) {
-    super(`invalid spec${source === "python" ? " (rejected by Python)" : ""}:\n${issues.map((i) => `  - ${i}`).join("\n")}`);
+    super(
+      `invalid spec${source === "python" ? " (rejected by Python)" : ""}:\n${issues.map((i) => `  - ${i}`).join("\n")}`,
+    );
   }
 }
 

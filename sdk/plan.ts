@@ -4,8 +4,8 @@
  * Both run in Python (python/oplora/plan.py, quick.py) through the quick lane; nothing loads weights.
  */
 import { z } from "zod";
-import { type CallOptions, quickBridge } from "./bridge/quick.js";
 import type { PythonOptions } from "./bridge/python.js";
+import { type CallOptions, quickBridge } from "./bridge/quick.js";
 import type { SpecInput } from "./spec/index.js";
 import { validateSpec } from "./spec/validate.js";
 
@@ -51,7 +51,9 @@ export const TargetModules = z.looseObject({
   model: z.string().nullable(),
   component: z.string().nullable(),
   modules: z.array(TargetModule),
-  suffixes: z.record(z.string(), z.int()).describe("last name component -> count (what target_modules matches)"),
+  suffixes: z
+    .record(z.string(), z.int())
+    .describe("last name component -> count (what target_modules matches)"),
 });
 export type TargetModules = z.output<typeof TargetModules>;
 
@@ -60,6 +62,12 @@ export function listTargetModules(
   query: { model?: string | undefined; task?: string | undefined },
   options: PythonOptions & CallOptions = {},
 ): Promise<TargetModules> {
-  const args = { ...(query.model !== undefined && { model: query.model }), ...(query.task !== undefined && { task: query.task }) };
-  return quickBridge(options).call("list_target_modules", args, TargetModules, { timeoutMs: 120_000, ...options });
+  const args = {
+    ...(query.model !== undefined && { model: query.model }),
+    ...(query.task !== undefined && { task: query.task }),
+  };
+  return quickBridge(options).call("list_target_modules", args, TargetModules, {
+    timeoutMs: 120_000,
+    ...options,
+  });
 }

@@ -45,9 +45,7 @@ const common = {
   error: PythonErrorSchema.nullable(),
   versions: z.record(z.string(), z.string().nullable()),
   device: z.string().nullable(),
-  timing: z
-    .looseObject({ started_at: z.string(), finished_at: z.string(), wall_s: z.number() })
-    .optional(),
+  timing: z.looseObject({ started_at: z.string(), finished_at: z.string(), wall_s: z.number() }).optional(),
 };
 
 const taskNames = Spec.options.map((o) => o.shape.task.value) as TaskName[];
@@ -59,9 +57,11 @@ function resultFor(task: TaskName) {
 type ResultBase = z.output<z.ZodObject<typeof common>>;
 
 /** result.json for task `T`. */
-export type RunResultOf<T extends TaskName> = ResultBase & { task: T; metrics: MetricsOf<T> | null };
+export type RunResultOf<T extends TaskName> = T extends TaskName
+  ? ResultBase & { task: T; metrics: MetricsOf<T> | null }
+  : never;
 /** result.json of any task; narrow on `task` to get that task's metrics. */
-export type RunResult = { [T in TaskName]: RunResultOf<T> }[TaskName];
+export type RunResult = RunResultOf<TaskName>;
 export type RunStatus = z.output<typeof RunStatus>;
 
 const [first, ...rest] = taskNames.map(resultFor);

@@ -29,7 +29,8 @@ export function readEvents(runDir: string): RunEvent[] {
   for (const [i, line] of lines.entries()) {
     if (!line.trim()) continue;
     const parsed = RunEvent.safeParse(JSON.parse(line));
-    if (!parsed.success) throw new ProtocolError(`${path}:${i + 1}: not a valid event: ${parsed.error.message}`);
+    if (!parsed.success)
+      throw new ProtocolError(`${path}:${i + 1}: not a valid event: ${parsed.error.message}`);
     events.push(parsed.data);
   }
   return events;

@@ -13,8 +13,8 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { notImportable } from "./bridge/python.js";
 import { type JobExit, startJob } from "./bridge/job.js";
+import { notImportable } from "./bridge/python.js";
 import {
   CancelledError,
   InputError,
@@ -81,7 +81,9 @@ interface Starter {
 }
 
 /** A running (or finished) run: `for await` its events, `await` its result, `cancel()` it. */
-export class RunHandle<T extends TaskName = TaskName> implements AsyncIterable<RunEvent>, PromiseLike<RunResultOf<T>> {
+export class RunHandle<T extends TaskName = TaskName>
+  implements AsyncIterable<RunEvent>, PromiseLike<RunResultOf<T>>
+{
   /** Absolute path of the run directory. */
   readonly runDir: string;
   /** The Python process id (undefined if it never started). */
@@ -206,7 +208,8 @@ export class RunHandle<T extends TaskName = TaskName> implements AsyncIterable<R
 
   /** Turn how the process ended into the result or the error, writing result.json if Python did not. */
   private conclude(exit: JobExit): RunResultOf<T> {
-    if (exit.spawnError) throw new PythonEnvironmentError(
+    if (exit.spawnError)
+      throw new PythonEnvironmentError(
         `cannot start Python: ${exit.spawnError}`,
         this.python,
         "check the `python` option or env OPLORA_PYTHON",
@@ -216,7 +219,12 @@ export class RunHandle<T extends TaskName = TaskName> implements AsyncIterable<R
     let result = readResult(this.runDir);
     const runCreated = existsSync(join(this.runDir, "spec.json")) && started !== undefined;
 
-    if (!started && !result && exit.exitCode === 1 && /ModuleNotFoundError|No module named/.test(exit.stderrTail)) {
+    if (
+      !started &&
+      !result &&
+      exit.exitCode === 1 &&
+      /ModuleNotFoundError|No module named/.test(exit.stderrTail)
+    ) {
       throw notImportable(this.python, exit.stderrTail);
     }
     if (exit.protocolError) {
@@ -267,7 +275,14 @@ export class RunHandle<T extends TaskName = TaskName> implements AsyncIterable<R
       metrics: null,
       artifacts: this.seen.flatMap((e) =>
         e.type === "artifact"
-          ? [{ kind: e.kind, path: e.path, ...(e.step !== undefined && { step: e.step }), ...(e.label !== undefined && { label: e.label }) }]
+          ? [
+              {
+                kind: e.kind,
+                path: e.path,
+                ...(e.step !== undefined && { step: e.step }),
+                ...(e.label !== undefined && { label: e.label }),
+              },
+            ]
           : [],
       ),
       error:

@@ -108,10 +108,13 @@ export function startJob(spec: Spec, options: JobOptions, onEvent: (event: RunEv
       let event: RunEvent;
       try {
         const parsed = RunEvent.safeParse(JSON.parse(line));
-        if (!parsed.success) throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
+        if (!parsed.success)
+          throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
         event = parsed.data;
       } catch (e) {
-        protocolError = new ProtocolError(`malformed event from Python (${(e as Error).message}): ${line.slice(0, 300)}`);
+        protocolError = new ProtocolError(
+          `malformed event from Python (${(e as Error).message}): ${line.slice(0, 300)}`,
+        );
         if (!options.cancelSignal.aborted) proc.kill("SIGTERM");
         continue;
       }
@@ -125,7 +128,8 @@ export function startJob(spec: Spec, options: JobOptions, onEvent: (event: RunEv
     // The events pipe normally closes with the process; a leftover grandchild could hold it open.
     await Promise.race([eventsDone.catch(() => undefined), new Promise((r) => setTimeout(r, 1_000).unref())]);
     rmSync(specDir, { recursive: true, force: true });
-    const spawnError = result.failed && result.exitCode === undefined && !result.signal ? result.message : undefined;
+    const spawnError =
+      result.failed && result.exitCode === undefined && !result.signal ? result.message : undefined;
     return {
       exitCode: result.exitCode,
       signal: result.signal,

@@ -16,9 +16,13 @@ export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const pkg = join(dir, "package.json");
-    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, "utf8")).name === "oplora") return (cachedRoot = dir);
+    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, "utf8")).name === "oplora") {
+      cachedRoot = dir;
+      return dir;
+    }
     const up = dirname(dir);
-    if (up === dir) throw new Error(`oplora: cannot find the package root above ${fileURLToPath(import.meta.url)}`);
+    if (up === dir)
+      throw new Error(`oplora: cannot find the package root above ${fileURLToPath(import.meta.url)}`);
     dir = up;
   }
 }
@@ -32,7 +36,11 @@ const SETUP_FIX = "npm run postinstall   (or: node scripts/setup-python.mjs, in 
 
 /** The interpreter to run; throws PythonEnvironmentError when it does not exist or is not executable. */
 export function resolvePython(options: PythonOptions = {}): string {
-  const venv = join(packageRoot(), ".venv", process.platform === "win32" ? "Scripts/python.exe" : "bin/python");
+  const venv = join(
+    packageRoot(),
+    ".venv",
+    process.platform === "win32" ? "Scripts/python.exe" : "bin/python",
+  );
   const [python, source] = options.python
     ? [options.python, "the `python` option"]
     : process.env.OPLORA_PYTHON
@@ -46,13 +54,19 @@ export function resolvePython(options: PythonOptions = {}): string {
       source === "the package's virtual environment"
         ? SETUP_FIX
         : `point ${source} at an executable Python 3.11+ with torch and peft installed`;
-    throw new PythonEnvironmentError(`Python interpreter not found or not executable: ${python} (from ${source})`, python, fix);
+    throw new PythonEnvironmentError(
+      `Python interpreter not found or not executable: ${python} (from ${source})`,
+      python,
+      fix,
+    );
   }
   return python;
 }
 
 /** The environment for a Python child: `<root>/python` first on PYTHONPATH, unbuffered output. */
-export function pythonEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+export function pythonEnv(
+  extra: Record<string, string | undefined> = {},
+): Record<string, string | undefined> {
   const own = join(packageRoot(), "python");
   const current = extra.PYTHONPATH ?? process.env.PYTHONPATH;
   return {

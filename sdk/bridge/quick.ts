@@ -72,7 +72,12 @@ export class QuickBridge {
   }
 
   /** Call `oplora.quick.<fn>(json(args))` and validate its value with `schema`. */
-  call<S extends z.ZodType>(fn: string, args: object, schema: S, options: CallOptions = {}): Promise<z.output<S>> {
+  call<S extends z.ZodType>(
+    fn: string,
+    args: object,
+    schema: S,
+    options: CallOptions = {},
+  ): Promise<z.output<S>> {
     const next = this.queue.then(() => this.callNow(fn, args, schema, options));
     this.queue = next.catch(() => undefined);
     return next;
@@ -97,7 +102,13 @@ export class QuickBridge {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         this.close();
-        reject(new PythonCallError(fn, { type: "Timeout", message: `no answer within ${timeoutMs} ms; the interpreter was stopped`, traceback: "" }));
+        reject(
+          new PythonCallError(fn, {
+            type: "Timeout",
+            message: `no answer within ${timeoutMs} ms; the interpreter was stopped`,
+            traceback: "",
+          }),
+        );
       }, timeoutMs);
     });
     live.proc.channel?.ref();
@@ -136,7 +147,13 @@ export class QuickBridge {
     });
     died.catch(() => undefined);
     proc.once("error", (e) =>
-      fail(new PythonCallError("start", { type: "InterpreterFailed", message: `cannot start ${python}: ${e.message}`, traceback: "" })),
+      fail(
+        new PythonCallError("start", {
+          type: "InterpreterFailed",
+          message: `cannot start ${python}: ${e.message}`,
+          traceback: "",
+        }),
+      ),
     );
     proc.once("exit", (code, signal) => {
       fail(
@@ -170,10 +187,14 @@ interface Envelope {
 }
 
 function parseEnvelope<S extends z.ZodType>(fn: string, raw: unknown, schema: S): z.output<S> {
-  if (typeof raw !== "string") throw new ProtocolError(`oplora.quick.${fn}: expected a JSON string, got ${typeof raw}`);
+  if (typeof raw !== "string")
+    throw new ProtocolError(`oplora.quick.${fn}: expected a JSON string, got ${typeof raw}`);
   const envelope = JSON.parse(raw) as Envelope;
   if (!envelope.ok) {
-    throw new PythonCallError(fn, envelope.error ?? { type: "Error", message: "unknown error", traceback: "" });
+    throw new PythonCallError(
+      fn,
+      envelope.error ?? { type: "Error", message: "unknown error", traceback: "" },
+    );
   }
   const parsed = schema.safeParse(envelope.value);
   if (!parsed.success) {
@@ -188,7 +209,10 @@ function fromPythonia(e: unknown): PythonErrorInfo {
   const err = e as Error;
   const stack = String(err?.stack ?? err);
   const match = /([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)):\s?(.*)$/m.exec(
-    stack.split("\n").reverse().find((l) => /(Error|Exception)\b/.test(l)) ?? "",
+    stack
+      .split("\n")
+      .reverse()
+      .find((l) => /(Error|Exception)\b/.test(l)) ?? "",
   );
   return {
     type: match?.[1] ?? err?.name ?? "Error",

@@ -54,10 +54,13 @@ function describeIssue(issue: Issue, schema: z.ZodType | undefined): string {
       const small = issue.code === "too_small";
       const bound = small ? issue.minimum : issue.maximum;
       const inclusive = issue.inclusive ?? true;
-      if (issue.origin === "array" || issue.origin === "set") return `expected ${small ? "at least" : "at most"} ${bound} item(s)${got}`;
-      if (issue.origin === "string") return `expected ${small ? "at least" : "at most"} ${bound} character(s)${got}`;
+      if (issue.origin === "array" || issue.origin === "set")
+        return `expected ${small ? "at least" : "at most"} ${bound} item(s)${got}`;
+      if (issue.origin === "string")
+        return `expected ${small ? "at least" : "at most"} ${bound} character(s)${got}`;
       const noun = isInteger(schema) ? "integer" : "number";
-      if (small && Number(bound) === 0) return `expected a ${inclusive ? "non-negative" : "positive"} ${noun}${got}`;
+      if (small && Number(bound) === 0)
+        return `expected a ${inclusive ? "non-negative" : "positive"} ${noun}${got}`;
       const op = small ? (inclusive ? ">=" : ">") : inclusive ? "<=" : "<";
       return `expected ${article(noun)} ${op} ${String(bound)}${got}`;
     }
@@ -65,7 +68,8 @@ function describeIssue(issue: Issue, schema: z.ZodType | undefined): string {
       return `expected ${issue.values.length === 1 ? show(issue.values[0]) : `one of ${issue.values.map(show).join(", ")}`}${got}`;
     case "invalid_union": {
       const options = (issue as { options?: unknown[] }).options;
-      if (options) return `expected one of ${options.map(show).join(", ")}, got ${show(discriminatorValue(issue))}`;
+      if (options)
+        return `expected one of ${options.map(show).join(", ")}, got ${show(discriminatorValue(issue))}`;
       return `${issue.message}${got}`;
     }
     default:
@@ -121,7 +125,10 @@ function unwrap(schema: z.ZodType): z.ZodType {
   let s = schema;
   for (;;) {
     const def = defOf(s);
-    if (def.innerType && ["default", "prefault", "optional", "nullable", "readonly", "catch"].includes(def.type)) {
+    if (
+      def.innerType &&
+      ["default", "prefault", "optional", "nullable", "readonly", "catch"].includes(def.type)
+    ) {
       s = def.innerType;
     } else if (def.type === "pipe" && def.in) {
       s = def.in;
@@ -132,7 +139,11 @@ function unwrap(schema: z.ZodType): z.ZodType {
 }
 
 /** The (unwrapped) schema at `path`, choosing union branches by the input's discriminator values. */
-export function schemaAt(root: z.ZodType, path: readonly PropertyKey[], input: unknown): z.ZodType | undefined {
+export function schemaAt(
+  root: z.ZodType,
+  path: readonly PropertyKey[],
+  input: unknown,
+): z.ZodType | undefined {
   let schema: z.ZodType | undefined = unwrap(root);
   let value = input;
   for (const key of [...path, null]) {
@@ -158,11 +169,14 @@ export function schemaAt(root: z.ZodType, path: readonly PropertyKey[], input: u
 
 function pickBranch(def: Def, value: unknown): z.ZodType | undefined {
   const options = def.options ?? [];
-  if (!def.discriminator || !value || typeof value !== "object") return options.length === 1 ? options[0] : undefined;
+  if (!def.discriminator || !value || typeof value !== "object")
+    return options.length === 1 ? options[0] : undefined;
   const tag = (value as Record<string, unknown>)[def.discriminator];
   return options.find((o) => {
     const prop = objectShape(o)?.[def.discriminator as string];
-    const values = prop ? (unwrap(prop) as unknown as { _zod: { values?: Set<unknown> } })._zod.values : undefined;
+    const values = prop
+      ? (unwrap(prop) as unknown as { _zod: { values?: Set<unknown> } })._zod.values
+      : undefined;
     return values?.has(tag) ?? false;
   });
 }
@@ -180,7 +194,9 @@ function objectKeys(schema: z.ZodType | undefined): string[] {
 function isInteger(schema: z.ZodType | undefined): boolean {
   if (!schema) return false;
   const def = defOf(unwrap(schema));
-  return def.type === "number" && (def.format === "safeint" || def.format === "int32" || def.format === "int64");
+  return (
+    def.type === "number" && (def.format === "safeint" || def.format === "int32" || def.format === "int64")
+  );
 }
 
 /** The known key nearest to `key` (edit distance <= 2, or a prefix), for "did you mean" hints. */
@@ -200,7 +216,11 @@ function editDistance(a: string, b: string): number {
     row[0] = i;
     for (let j = 1; j <= b.length; j++) {
       const tmp = row[j] as number;
-      row[j] = Math.min((row[j] as number) + 1, (row[j - 1] as number) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      row[j] = Math.min(
+        (row[j] as number) + 1,
+        (row[j - 1] as number) + 1,
+        prev + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
       prev = tmp;
     }
   }

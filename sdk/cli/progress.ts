@@ -1,0 +1,116 @@
+/** Run progress for the terminal: a redrawn bar on a TTY (step/total, loss, rate, ETA), plain lines otherwise. */
+import type { RunEvent } from "../events.js";
+import type { RunResult } from "../result.js";
+
+export interface ProgressWriter {
+  write(text: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+function clock(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return "--:--";
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+function num(x: number | null | undefined): string {
+  if (x === null || x === undefined) return "-";
+  if (Number.isInteger(x)) return String(x);
+  return Math.abs(x) >= 1e-3 && Math.abs(x) < 1e4 ? x.toPrecision(4) : x.toExponential(3);
+}
+
+export class Progress {
+  private firstStep: { step: number; time: number } | undefined;
+  private barShown = false;
+
+  constructor(private readonly out: ProgressWriter = process.stderr) {}
+
+  event(ev: RunEvent): void {
+    switch (ev.type) {
+      case "started":
+        this.line(`started ${ev.task} on ${ev.device ?? "?"} (pid ${ev.pid}) -> ${ev.run_dir}`);
+        break;
+      case "step":
+        this.step(ev.step, ev.total_steps, ev.loss, ev.time);
+        break;
+      case "eval":
+        this.line(
+          `eval @ ${ev.step}: ${Object.entries(ev.metrics)
+            .map(([k, v]) => `${k}=${typeof v === "number" ? num(v) : JSON.stringify(v)}`)
+            .join(" ")}`,
+        );
+        break;
+      case "checkpoint":
+        this.line(`checkpoint @ ${ev.step}: ${ev.path}`);
+        break;
+      case "artifact":
+        this.line(`artifact ${ev.kind}: ${ev.path}${ev.label ? ` (${ev.label})` : ""}`);
+        break;
+      case "error":
+        this.line(`error: ${ev.error.type}: ${ev.error.message}`);
+        break;
+      case "cancelled":
+        this.line(`cancelled${ev.step != null ? ` at step ${ev.step}` : ""}`);
+        break;
+      case "completed":
+        this.line("completed");
+        break;
+    }
+  }
+
+  private step(step: number, total: number, loss: number | null, time: number): void {
+    if (!this.firstStep) this.firstStep = { step, time };
+    const dt = time - this.firstStep.time;
+    const rate = dt > 0 ? (step - this.firstStep.step) / dt : Number.NaN;
+    const eta = rate > 0 ? (total - step) / rate : Number.NaN;
+    const rateText = Number.isFinite(rate) ? `${rate.toPrecision(3)} it/s` : "- it/s";
+    const text = `step ${step}/${total}  loss ${num(loss)}  ${rateText}  ETA ${clock(eta)}`;
+    if (!this.out.isTTY) {
+      this.out.write(`${text}\n`);
+      return;
+    }
+    const width = 24;
+    const filled = total > 0 ? Math.min(width, Math.round((width * step) / total)) : 0;
+    const bar = `[${"#".repeat(filled)}${" ".repeat(width - filled)}]`;
+    this.out.write(`\r\x1b[2K${bar} ${text}`.slice(0, (this.out.columns ?? 120) + 5));
+    this.barShown = true;
+  }
+
+  private line(text: string): void {
+    if (this.barShown) this.out.write("\n");
+    this.barShown = false;
+    this.out.write(`${text}\n`);
+  }
+
+  end(): void {
+    if (this.barShown) this.out.write("\n");
+    this.barShown = false;
+  }
+}
+
+/** A short summary of a finished run: status, scalar metrics, artifacts. */
+export function summarize(result: RunResult): string {
+  const lines = [`${result.status}: ${result.task} in ${result.run_dir}`];
+  if (result.timing) lines.push(`  wall time ${clock(result.timing.wall_s)} on ${result.device ?? "?"}`);
+  const metrics = (result.metrics ?? {}) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(metrics)) {
+    if (typeof v === "number") lines.push(`  ${k}: ${num(v)}`);
+    else if (
+      v &&
+      typeof v === "object" &&
+      !Array.isArray(v) &&
+      Object.values(v).every((x) => typeof x === "number" || x === null)
+    )
+      lines.push(
+        `  ${k}: ${Object.entries(v)
+          .map(([a, b]) => `${a}=${b === null ? "never" : num(b as number)}`)
+          .join(" ")}`,
+      );
+  }
+  for (const a of result.artifacts) lines.push(`  ${a.kind}: ${a.path}`);
+  return `${lines.join("\n")}\n`;
+}
