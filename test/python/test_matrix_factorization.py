@@ -96,6 +96,20 @@ def test_a_short_run_fits_and_its_metrics_are_consistent(kind):
     assert res.delta.shape == (12, 10)
 
 
+def test_op_lora_regenerates_the_factors_once_per_step(monkeypatch):
+    calls = []
+    real = mf.build_model
+
+    def counting(*a, **k):
+        peft_model, module, params = real(*a, **k)
+        module.generator.register_forward_hook(lambda *_: calls.append(1))
+        return peft_model, module, params
+
+    monkeypatch.setattr(mf, "build_model", counting)
+    mf.fit(spec("op-lora", steps=7, log_every=3))
+    assert len(calls) == 7 + 1  # one per training step, one for the final ΔW
+
+
 def test_log_every_thins_the_curves_and_steps_to_excess_stays_exact():
     m = mf.fit(spec(steps=50, log_every=20)).metrics
     assert [p["step"] for p in m["loss_curve"]] == [0, 20, 40, 50]
@@ -173,7 +187,8 @@ def test_the_task_end_to_end_exports_a_loadable_adapter(tmp_path, kind):
     assert metrics["collapse_max_abs_diff"] <= 1e-6
     loaded = PeftModel.from_pretrained(mf.ZeroLinear(8, 6), str(tmp_path / "run" / "adapter"))
     delta = mf.lora_layer(loaded).get_delta_weight("default")
-    target = mf.make_target({**saved["spec"]["matrix"], "spectrum": "geometric"}, "geometric", 2, 0).matrix
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())
+    target = mf.make_target(spec["matrix"], spec["matrix"]["spectrum"], 2, spec["seed"]).matrix
     loss = float(((delta.double() - target) ** 2).mean())
     assert loss == pytest.approx(metrics["final_loss"], rel=1e-6)
     x = torch.randn(3, 6)

@@ -110,6 +110,9 @@ class ZeroLinear(nn.Module):
         nn.init.zeros_(self.linear.weight)
         self.linear.weight.requires_grad_(False)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., cols) -> (..., rows)
+        return self.linear(x)
+
 
 def build_model(
     rows: int, cols: int, adapter: dict[str, Any]
