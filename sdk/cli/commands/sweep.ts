@@ -1,0 +1,129 @@
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { writeReport } from "../../report/index.js";
+import type { SpecInput } from "../../spec/index.js";
+import type { SweepPlan } from "../../sweep/expand.js";
+import { SweepProgress } from "../../sweep/progress.js";
+import { type SweepOptions, sweep } from "../../sweep/sweep.js";
+import { type Command, EXIT, parseCommandArgs, readJsonFile, UsageError } from "../command.js";
+
+const HELP = `usage: oplora sweep SWEEP.json|SWEEP.ts [--out DIR] [--concurrency N] [--mode warm|cold]
+                    [--devices 0,1,...] [--fail-fast] [--no-report]
+
+Run a sweep: SWEEP.json is {"base": SPEC, "axes": {"adapter.kind": ["lora", "op-lora"], ...},
+"zip": {...} | [{...}], "seeds": [0, 1], "outDir"?, "concurrency"?, "mode"?}; a .ts file default-exports
+the same object. Trials already succeeded in DIR are skipped; failed ones run again. Ctrl-C cancels every
+running trial and keeps the finished ones. Ends with a report in DIR/report/ (unless --no-report).
+Exit 0 when every trial succeeded, 1 when some failed, 130 when cancelled.`;
+
+export interface SweepFile extends SweepPlan {
+  base: SpecInput;
+  outDir?: string;
+  concurrency?: number;
+  mode?: "warm" | "cold";
+  devices?: string[];
+  failFast?: boolean;
+}
+
+async function loadSweepFile(path: string): Promise<SweepFile> {
+  if (/\.[cm]?ts$/.test(path)) {
+    // .ts configs go through tsx (a dev dependency): without it, use JSON
+    let mod: { default?: unknown };
+    try {
+      const api = (await import("tsx/esm/api")) as {
+        tsImport: (p: string, parent: string) => Promise<{ default?: unknown }>;
+      };
+      mod = await api.tsImport(pathToFileURL(resolve(path)).href, import.meta.url);
+    } catch (e) {
+      throw new UsageError(`cannot load ${path}: ${(e as Error).message} (a .ts sweep needs tsx installed)`);
+    }
+    const cfg = (mod.default as { default?: unknown } | undefined)?.default ?? mod.default;
+    if (!cfg || typeof cfg !== "object")
+      throw new UsageError(`${path}: expected a default export {base, axes, ...}`);
+    return cfg as SweepFile;
+  }
+  const cfg = readJsonFile(path, "SWEEP.json");
+  if (!cfg || typeof cfg !== "object" || !("base" in cfg))
+    throw new UsageError(`${path}: expected {"base": SPEC, "axes": {...}}`);
+  return cfg as SweepFile;
+}
+
+/** Run a sweep in the terminal with progress and Ctrl-C handling; returns the exit code. */
+export async function runSweepCli(
+  base: SpecInput,
+  options: Omit<SweepOptions, "signal">,
+  report: boolean,
+): Promise<number> {
+  const controller = new AbortController();
+  const onSigint = () => {
+    process.stderr.write("\noplora: cancelling the sweep (finished trials are kept)...\n");
+    controller.abort();
+  };
+  process.on("SIGINT", onSigint);
+  process.on("SIGTERM", onSigint);
+  try {
+    const handle = sweep(base, { ...options, signal: controller.signal });
+    const progress = new SweepProgress(process.stderr);
+    for await (const ev of handle) progress.event(ev);
+    const results = await handle;
+    if (report && results.counts.succeeded > 0) {
+      const r = await writeReport(results.dir, { python: options.python });
+      process.stdout.write(`report: ${r.html}\n`);
+    }
+    if (results.stopped && controller.signal.aborted) return EXIT.cancelled;
+    return results.counts.failed > 0 || results.counts.not_run > 0 ? EXIT.failed : EXIT.ok;
+  } finally {
+    process.off("SIGINT", onSigint);
+    process.off("SIGTERM", onSigint);
+  }
+}
+
+export function parseSweepFlags(values: Record<string, string | boolean | undefined>) {
+  const n = values.concurrency === undefined ? undefined : Number(values.concurrency);
+  if (n !== undefined && (!Number.isInteger(n) || n < 1))
+    throw new UsageError(`--concurrency: expected a positive integer, got ${values.concurrency}`);
+  const mode = values.mode;
+  if (mode !== undefined && mode !== "warm" && mode !== "cold")
+    throw new UsageError(`--mode: expected warm or cold, got ${mode}`);
+  const devices =
+    typeof values.devices === "string" ? values.devices.split(",").map((s) => s.trim()) : undefined;
+  return { concurrency: n, mode: mode as "warm" | "cold" | undefined, devices };
+}
+
+export const SWEEP_FLAGS = {
+  out: { type: "string", short: "o" },
+  concurrency: { type: "string", short: "j" },
+  mode: { type: "string" },
+  devices: { type: "string" },
+  "fail-fast": { type: "boolean" },
+  "no-report": { type: "boolean" },
+} as const;
+
+export const sweepCommand: Command = {
+  name: "sweep",
+  summary: "run a sweep (axes over spec paths x seeds) into a run store, then report",
+  async run(argv) {
+    const args = parseCommandArgs(argv, SWEEP_FLAGS, HELP);
+    if (!args) return EXIT.ok;
+    const [file] = args.positionals;
+    if (!file) throw new UsageError(`missing SWEEP.json\n\n${HELP}`);
+    const cfg = await loadSweepFile(file);
+    const flags = parseSweepFlags(args.values);
+    const outDir = (args.values.out as string | undefined) ?? cfg.outDir;
+    if (!outDir) throw new UsageError("missing --out DIR (or outDir in the sweep file)");
+    return runSweepCli(
+      cfg.base,
+      {
+        ...(cfg.axes && { axes: cfg.axes }),
+        ...(cfg.zip && { zip: cfg.zip }),
+        ...(cfg.seeds && { seeds: cfg.seeds }),
+        outDir,
+        concurrency: flags.concurrency ?? cfg.concurrency,
+        mode: flags.mode ?? cfg.mode,
+        devices: flags.devices ?? cfg.devices,
+        failFast: Boolean(args.values["fail-fast"]) || cfg.failFast,
+      },
+      !args.values["no-report"],
+    );
+  },
+};

@@ -1,0 +1,91 @@
+/**
+ * `writeReport(dir)`: a sweep directory's report, written to `dir/report/`:
+ *
+ *   index.html      self-contained (figures embedded), opens offline
+ *   *.png           the figures (matplotlib, through `python -m oplora.report_figures`)
+ *   figures.json    what the figures show, as data
+ *   results.csv / results.json    one row per trial: id, axes, status, scalar metrics, run dir
+ *   summary.json    per-arm finals and the LoRA vs OP-LoRA comparisons
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { TrialRow } from "../sweep/sweep.js";
+import { loadReportData } from "./data.js";
+import { drawFigures, figureSpecs } from "./figures.js";
+import { renderHtml } from "./html.js";
+import { armSummaries, comparisons } from "./summary.js";
+
+export type { ReportData } from "./data.js";
+export type { FigureSpec } from "./figures.js";
+export type { ArmSummary, Comparison } from "./summary.js";
+
+export interface ReportOptions {
+  /** Output folder (default `<dir>/report`). */
+  outDir?: string | undefined;
+  python?: string | undefined;
+}
+
+export interface Report {
+  html: string;
+  figures: string[];
+  csv: string;
+  json: string;
+  summary: string;
+}
+
+function csvCell(v: unknown): string {
+  const s = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** The results table as CSV: id, axes..., status, reused, metrics..., wall_s, error, run_dir. */
+export function resultsCsv(rows: TrialRow[]): string {
+  const axes = [...new Set(rows.flatMap((r) => Object.keys(r.axes)))];
+  const metrics = [...new Set(rows.flatMap((r) => Object.keys(r.metrics)))];
+  const head = ["id", ...axes, "status", "reused", ...metrics, "wall_s", "error", "run_dir"];
+  const lines = rows.map((r) =>
+    [
+      r.id,
+      ...axes.map((a) => r.axes[a]),
+      r.status,
+      r.reused,
+      ...metrics.map((m) => r.metrics[m]),
+      r.wallS,
+      r.error ? `${r.error.type}: ${r.error.message}` : "",
+      r.runDir,
+    ]
+      .map(csvCell)
+      .join(","),
+  );
+  return `${[head.map(csvCell).join(","), ...lines].join("\n")}\n`;
+}
+
+/** Write the report of the sweep in `dir`; returns the files written. */
+export async function writeReport(dir: string, options: ReportOptions = {}): Promise<Report> {
+  const root = resolve(dir);
+  const out = resolve(options.outDir ?? join(root, "report"));
+  mkdirSync(out, { recursive: true });
+  const data = await loadReportData(root);
+  const specs = figureSpecs(data);
+  const files = await drawFigures(specs, out, { python: options.python });
+  const comps = comparisons(data);
+  const arms = armSummaries(data);
+  const rows = data.trials.map((t) => t.row);
+  const report: Report = {
+    html: join(out, "index.html"),
+    figures: files,
+    csv: join(out, "results.csv"),
+    json: join(out, "results.json"),
+    summary: join(out, "summary.json"),
+  };
+  writeFileSync(report.csv, resultsCsv(rows));
+  writeFileSync(report.json, `${JSON.stringify(rows, null, 2)}\n`);
+  writeFileSync(
+    report.summary,
+    `${JSON.stringify({ primary: data.primary, arms, comparisons: comps }, null, 2)}\n`,
+  );
+  const figures = specs.map((spec, i) => ({ spec, path: files[i] as string }));
+  const html = renderHtml({ data, figures, comparisons: comps, arms, generatedAt: new Date().toISOString() });
+  writeFileSync(report.html, html);
+  return report;
+}

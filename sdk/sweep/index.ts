@@ -1,0 +1,17 @@
+/** Sweeps: expansion and validation, the run store, warm workers, the scheduler, built-in studies. */
+export { canonicalJson, specHash } from "./canonical.js";
+export { SweepInvalidError, SweepLockedError, WorkerCrashedError } from "./errors.js";
+export { type Axes, expandSweep, type SpecPath, type SweepPlan, type Trial } from "./expand.js";
+export type { Mode } from "./lanes.js";
+export { SweepProgress } from "./progress.js";
+export { type ManifestTrial, readManifest, type SweepManifest, type TrialStatus } from "./store.js";
+export { STUDIES, type Study } from "./studies.js";
+export {
+  type SweepEvent,
+  SweepHandle,
+  type SweepOptions,
+  type SweepResults,
+  sweep,
+  type TrialInfo,
+  type TrialRow,
+} from "./sweep.js";
