@@ -8,8 +8,11 @@ import { type Command, EXIT, reportError } from "./command.js";
 import { demoCommand } from "./commands/demo.js";
 import { doctorCommand } from "./commands/doctor.js";
 import { planCommand } from "./commands/plan.js";
+import { reportCommand } from "./commands/report.js";
 import { runCommand } from "./commands/run.js";
 import { schemaCommand } from "./commands/schema.js";
+import { studyCommand } from "./commands/study.js";
+import { sweepCommand } from "./commands/sweep.js";
 import { validateCommand } from "./commands/validate.js";
 
 export const COMMANDS: Command[] = [
@@ -19,6 +22,9 @@ export const COMMANDS: Command[] = [
   schemaCommand,
   doctorCommand,
   demoCommand,
+  sweepCommand,
+  reportCommand,
+  studyCommand,
 ];
 
 function usage(): string {
