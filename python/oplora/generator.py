@@ -28,7 +28,14 @@ from torch import Tensor, nn
 from .config import OPLoRAConfig, resolve_formulation
 
 LayerShapes = tuple[torch.Size, torch.Size]  # (lora_A weight shape, lora_B weight shape)
-DEFAULT_CHUNK_BYTES = 16 * 2**20
+CPU_CHUNK_BYTES = 16 * 2**20
+
+
+def default_chunk_bytes(device: torch.device | str | None) -> int | None:
+    """Most bytes per stacked head weight in one group chunk: 16 MiB on the CPU, where every larger
+    allocation is a fresh mmap that page-faults each step (measured in bench/generator.py); no limit on
+    CUDA, whose caching allocator reuses blocks and where fewer, larger kernels are cheaper."""
+    return None if torch.device(device or "cpu").type == "cuda" else CPU_CHUNK_BYTES
 
 
 class _StackedAffine(torch.autograd.Function):
@@ -125,7 +132,8 @@ class FactorGenerator(nn.Module):
         config: embedding size e, hidden size h, init std of z, default formulation.
         dtypes: per layer, the dtype A_l and B_l are cast to (the LoRA weights'); default float32.
         device: where the parameters live.
-        chunk_bytes: most bytes of one stacked weight (WA or WB) per group chunk; ``None``: no limit.
+        chunk_bytes: most bytes of one stacked weight (WA or WB) per group chunk; ``None``: no limit;
+            ``"auto"``: :func:`default_chunk_bytes` of ``device``.
     """
 
     def __init__(
@@ -134,7 +142,7 @@ class FactorGenerator(nn.Module):
         config: OPLoRAConfig | None = None,
         dtypes: Sequence[torch.dtype] | None = None,
         device: torch.device | str | None = None,
-        chunk_bytes: int | None = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int | None | str = "auto",
     ) -> None:
         super().__init__()
         self.config = config if config is not None else OPLoRAConfig()
@@ -154,11 +162,13 @@ class FactorGenerator(nn.Module):
         by_key: dict[tuple[torch.Size, torch.Size, torch.dtype], list[int]] = {}
         for i, (shape, dtype) in enumerate(zip(self.shapes, dtypes, strict=True)):
             by_key.setdefault((shape[0], shape[1], dtype), []).append(i)
+        if chunk_bytes == "auto":
+            chunk_bytes = default_chunk_bytes(device)
         h = self.config.hidden_dim
         groups = []
         for (a, b, dtype), layers in by_key.items():
             per_layer = max(a.numel(), b.numel()) * h * 4
-            size = len(layers) if chunk_bytes is None else max(1, chunk_bytes // per_layer)
+            size = len(layers) if chunk_bytes is None else max(1, int(chunk_bytes) // per_layer)
             for s in range(0, len(layers), size):
                 groups.append(FactorGroup(layers[s : s + size], a, b, dtype, self.config, device))
         self.groups = nn.ModuleList(groups)
