@@ -102,7 +102,7 @@ def build_model(spec: dict[str, Any], device: torch.device) -> tuple[Any, Any, l
     a, train = spec["adapter"], spec["train"]
     targets = resolve_targets(spec, model)
     if train["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     cfg = LoraConfig(
         r=a["r"],
