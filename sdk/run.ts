@@ -11,7 +11,7 @@
  * bad spec/input -> SpecInvalidError / InputError; cancelled -> CancelledError; the process died without a
  * result -> ProcessCrashedError. Whenever the run dir was created, it ends with a consistent result.json.
  */
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type JobExit, startJob } from "./bridge/job.js";
 import { notImportable } from "./bridge/python.js";
@@ -95,6 +95,7 @@ export class RunHandle<T extends TaskName = TaskName>
   private readonly controller: AbortController;
   private readonly outcome: Promise<RunResultOf<T>>;
   private settled = false;
+  private readonly startedAt = Date.now();
   private cancelRequested = false;
 
   /** @internal use `run()` */
@@ -216,7 +217,8 @@ export class RunHandle<T extends TaskName = TaskName>
       );
     const started = this.seen.find((e): e is EventOf<"started"> => e.type === "started");
     const errorEvent = this.seen.findLast((e): e is EventOf<"error"> => e.type === "error");
-    let result = readResult(this.runDir);
+    // A result.json from an earlier run in this folder (a refused or resumed run) is not this run's.
+    let result = started && this.isFresh(join(this.runDir, "result.json")) ? readResult(this.runDir) : null;
     const runCreated = existsSync(join(this.runDir, "spec.json")) && started !== undefined;
 
     if (
@@ -260,6 +262,14 @@ export class RunHandle<T extends TaskName = TaskName>
       throw new OploraError(`${errorEvent.error.type}: ${errorEvent.error.message}`);
     }
     throw new ProcessCrashedError(exit.exitCode, exit.signal, exit.stderrTail, this.runDir);
+  }
+
+  private isFresh(path: string): boolean {
+    try {
+      return statSync(path).mtimeMs >= this.startedAt - 1_000;
+    } catch {
+      return false;
+    }
   }
 
   /** result.json when Python died before writing one (status failed or cancelled). */

@@ -79,7 +79,7 @@ export function pythonEnv(
 
 /** The PythonEnvironmentError for an interpreter that cannot import oplora (or its dependencies). */
 export function notImportable(python: string, stderr: string): PythonEnvironmentError {
-  const missing = /No module named '([^']+)'/.exec(stderr)?.[1];
+  const missing = /No module named '?([\w.]+)'?/.exec(stderr)?.[1];
   const what = missing ? `cannot import '${missing}'` : "cannot import oplora";
   const fix = python.includes(join(".venv", "bin"))
     ? SETUP_FIX
