@@ -8,6 +8,7 @@
  */
 import { z } from "zod";
 import type { TaskName } from "./spec/index.js";
+import { LlavaMetrics } from "./spec/llava.js";
 
 /** Matrix factorisation (one run): design.md section 5. Losses are squared Frobenius norms. */
 export const MatrixFactorizationMetrics = z.looseObject({
@@ -31,6 +32,7 @@ export const LooseMetrics = z.record(z.string(), z.unknown());
 export const TASK_METRICS = {
   matrix_factorization: MatrixFactorizationMetrics,
   matrix_factorization_study: MatrixFactorizationStudyMetrics,
+  llava: LlavaMetrics,
 } satisfies Partial<Record<TaskName, z.ZodType>>;
 
 type Registered = typeof TASK_METRICS;

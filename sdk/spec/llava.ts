@@ -83,3 +83,30 @@ export const LlavaSpec = z.strictObject({
     .default(true)
     .describe("refuse before loading weights when the estimated training memory exceeds the device's"),
 });
+
+/** What a llava run returns (result.json `metrics`); loose, so Python may add fields. */
+export const LlavaMetrics = z.looseObject({
+  loss_curve: z.array(z.looseObject({ step: z.int(), loss: z.number() })).describe("training loss per step"),
+  final_loss: z.number().nullable(),
+  eval_loss: z.number().optional().describe("token-weighted loss on the eval records' assistant tokens"),
+  vqa_accuracy: z.number().optional().describe("VQAv2 accuracy of greedy answers (0..1)"),
+  evals: z.array(
+    z.looseObject({ step: z.int(), eval_loss: z.number(), vqa_accuracy: z.number().optional() }),
+  ),
+  predictions_path: z
+    .string()
+    .optional()
+    .describe("final per-question predictions (JSON lines), run-dir relative"),
+  adapter_path: z.string().describe("PEFT adapter dir, run-dir relative"),
+  merged_path: z.string().optional().describe("merged full weights, when export.merged"),
+  target_modules: z.union([z.string(), z.array(z.string())]),
+  lora_parameters: z.int(),
+  generator_parameters: z.int(),
+  trainable_parameters: z.int(),
+  plan: z.looseObject({}).describe("the memory plan the run checked before loading weights"),
+  peak_memory_bytes: z.int(),
+  tokens: z.int(),
+  tokens_per_second: z.number().nullable(),
+  train_seconds: z.number(),
+  wall_seconds: z.number(),
+});

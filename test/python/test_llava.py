@@ -65,7 +65,8 @@ def op_run(tiny_llava, tmp_path_factory):
 def test_lora_run_trains_evaluates_and_exports(lora_run):
     result, out = lora_run
     m = result["metrics"]
-    assert len(m["loss_curve"]) == 3 and all(x == x for x in m["loss_curve"])
+    assert [p["step"] for p in m["loss_curve"]] == [1, 2, 3] and all(p["loss"] > 0 for p in m["loss_curve"])
+    assert m["predictions_path"] == "predictions/step-000003.jsonl"
     assert m["eval_loss"] > 0 and 0.0 <= m["vqa_accuracy"] <= 1.0
     assert (
         m["plan"]["lora_parameters"]
@@ -157,7 +158,8 @@ def test_resumed_equals_uninterrupted(op_run, tmp_path):
     shutil.copytree(out / "checkpoints" / "step-000002", resumed / "checkpoints" / "step-000002")
     again = _ok(spec, resumed, resume=True)
     a, b = result["metrics"], again["metrics"]
-    assert b["loss_curve"] == pytest.approx(a["loss_curve"], abs=1e-6)
+    assert [p["step"] for p in b["loss_curve"]] == [1, 2, 3, 4]
+    assert [p["loss"] for p in b["loss_curve"]] == pytest.approx([p["loss"] for p in a["loss_curve"]], abs=1e-6)
     assert b["eval_loss"] == pytest.approx(a["eval_loss"], abs=1e-6)
     wa = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     wb = load_file(str(resumed / "adapter" / "adapter_model.safetensors"))

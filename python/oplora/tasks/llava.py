@@ -239,12 +239,13 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     wall_train = time.perf_counter() - t_train
 
     metrics: dict[str, Any] = {
-        "loss_curve": losses,
+        "loss_curve": [{"step": i + 1, "loss": x} for i, x in enumerate(losses)],
         "final_loss": losses[-1] if losses else None,
         "evals": evals,
         "plan": plan,
         "target_modules": targets,
         "trainable_parameters": n_trainable,
+        "generator_parameters": plan["generator_parameters"],
         "steps": step,
     }
     accelerator.wait_for_everyone()
@@ -252,6 +253,8 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         final = run_eval(step)
         if final:
             metrics.update(final)
+            if ev["vqa"]:
+                metrics["predictions_path"] = f"predictions/step-{step:06d}.jsonl"
         unwrapped = accelerator.unwrap_model(module)
         if spec["export"]["reference_logits"] and eval_records:
             from safetensors.torch import save_file
