@@ -86,9 +86,10 @@ def vae_scale(pipe: Any) -> int:
 
 def check_resolution(pipe: Any, resolution: int) -> None:
     """The UNet halves the latent (len(block_out_channels) - 1) times: the resolution must divide by
-    vae_scale · 2^(unet downsamplings), or the skip connections do not line up."""
+    vae_scale · 2^(unet downsamplings), or the skip connections do not line up; the SD/SDXL pipelines
+    also require a multiple of 8 for generation."""
     unet_down = 2 ** (len(pipe.unet.config.block_out_channels) - 1)
-    need = vae_scale(pipe) * unet_down
+    need = max(8, vae_scale(pipe) * unet_down)
     if resolution % need:
         raise InputError(
             f"data.resolution: {resolution} is not a multiple of {need} (VAE /{vae_scale(pipe)} "

@@ -127,6 +127,19 @@ def _loss(
     return (loss * w).mean()
 
 
+def _apply_adapter(denoiser: nn.Module, adapter: dict[str, Any]) -> tuple[nn.Module, list[nn.Parameter]]:
+    """adapter.apply_adapter, importing attach from its own module (not the package root)."""
+    if adapter["kind"] == "op-lora":
+        from ..bind import attach
+        from ..config import OPLoRAConfig
+
+        op = attach(denoiser, OPLoRAConfig.from_dict(adapter["generator"]))
+        return op, list(op.generator.parameters())
+    from ..adapter import apply_adapter
+
+    return apply_adapter(denoiser, adapter)
+
+
 def _seeded(*parts: int) -> torch.Generator:
     from ..t2i.data import _seeded as seeded
 
@@ -187,7 +200,7 @@ class _Trainer:
         self.denoiser = Denoiser(pipe.unet, [te for _, _, te in self.encoders], self.sdxl, self.train_text)
 
     def run(self) -> dict[str, Any]:
-        from ..adapter import apply_adapter, count_parameters
+        from ..adapter import count_parameters
         from ..training import (
             build_lr_scheduler,
             build_optimizer,
@@ -200,7 +213,7 @@ class _Trainer:
 
         spec, ctx, tr, acc = self.spec, self.ctx, self.train, self.accelerator
         lora_params = sum(p.numel() for n, p in self.denoiser.named_parameters() if "lora_" in n)
-        module, params = apply_adapter(self.denoiser, spec["adapter"])
+        module, params = _apply_adapter(self.denoiser, spec["adapter"])
         for p in params:  # trainable params in fp32 (diffusers' cast_training_params)
             p.data = p.data.float()
         optimizer = build_optimizer(params, spec["optimizer"])
