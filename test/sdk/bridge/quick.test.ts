@@ -1,0 +1,70 @@
+import { join } from "node:path";
+import { execa } from "execa";
+import { afterAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { QuickBridge } from "../../../sdk/bridge/quick.js";
+import { ProtocolError, PythonCallError, PythonEnvironmentError } from "../../../sdk/errors.js";
+import { FIXTURES } from "../helpers.js";
+
+const bridge = new QuickBridge();
+afterAll(() => bridge.close());
+
+describe("quick lane (pythonia)", () => {
+  it("round-trips JSON and validates the value", async () => {
+    const value = await bridge.call(
+      "echo",
+      { a: 1, b: ["x"] },
+      z.object({ a: z.number(), b: z.array(z.string()) }),
+    );
+    expect(value).toEqual({ a: 1, b: ["x"] });
+    await expect(bridge.call("echo", { a: "no" }, z.object({ a: z.number() }))).rejects.toBeInstanceOf(
+      ProtocolError,
+    );
+  });
+
+  it("a Python exception -> PythonCallError with type, message and traceback", async () => {
+    const err = await bridge
+      .call("read_adapter", { dir: "/no/such/adapter" }, z.unknown())
+      .catch((e: unknown) => e as PythonCallError);
+    expect(err).toBeInstanceOf(PythonCallError);
+    expect(err.type).toBe("FileNotFoundError");
+    expect(err.pythonMessage).toContain("/no/such/adapter");
+    expect(err.traceback).toContain("Traceback (most recent call last)");
+  });
+
+  it("the interpreter killed mid-call fails the call promptly; the next call starts a new one", async () => {
+    const pid = await bridge.call("pid", {}, z.int());
+    const call = bridge.call("sleep", { seconds: 60 }, z.number());
+    setTimeout(() => process.kill(pid, "SIGKILL"), 300);
+    const t0 = Date.now();
+    const err = await call.catch((e) => e);
+    expect(err).toBeInstanceOf(PythonCallError);
+    expect(err.type).toBe("InterpreterDied");
+    expect(Date.now() - t0).toBeLessThan(3_000);
+    const pid2 = await bridge.call("pid", {}, z.int());
+    expect(pid2).not.toBe(pid);
+  });
+
+  it("a per-call timeout stops a hung call and the interpreter", async () => {
+    const err = await bridge.call("sleep", { seconds: 30 }, z.number(), { timeoutMs: 300 }).catch((e) => e);
+    expect(err).toBeInstanceOf(PythonCallError);
+    expect(err.type).toBe("Timeout");
+    expect(await bridge.call("echo", { ok: true }, z.object({ ok: z.boolean() }))).toEqual({ ok: true });
+  });
+
+  it("a missing interpreter -> PythonEnvironmentError (Node does not crash)", async () => {
+    const bad = new QuickBridge({ python: "/nonexistent/python3" });
+    await expect(bad.call("pid", {}, z.int())).rejects.toBeInstanceOf(PythonEnvironmentError);
+  });
+
+  it("Node exits on its own after quick calls (with and without closePython)", async () => {
+    for (const close of ["", "close"]) {
+      const t0 = Date.now();
+      const r = await execa("node", ["--import", "tsx", join(FIXTURES, "quick-exit.ts"), close], {
+        timeout: 30_000,
+      });
+      expect(r.stdout.trim()).toMatch(/^pid \d+$/);
+      expect(Date.now() - t0).toBeLessThan(25_000);
+    }
+  }, 60_000);
+});
