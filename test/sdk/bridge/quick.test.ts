@@ -23,9 +23,8 @@ describe("quick lane (pythonia)", () => {
   });
 
   it("a Python exception -> PythonCallError with type, message and traceback", async () => {
-    const err = await bridge
-      .call("read_adapter", { dir: "/no/such/adapter" }, z.unknown())
-      .catch((e: unknown) => e as PythonCallError);
+    const call = bridge.call("read_adapter", { dir: "/no/such/adapter" }, z.unknown());
+    const err = (await call.catch((e: unknown) => e)) as PythonCallError;
     expect(err).toBeInstanceOf(PythonCallError);
     expect(err.type).toBe("FileNotFoundError");
     expect(err.pythonMessage).toContain("/no/such/adapter");
