@@ -1,0 +1,83 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { execa } from "execa";
+import { describe, expect, it } from "vitest";
+import { specJsonSchemaText } from "../../../sdk/spec/schema.js";
+import { REPO, tempRunDir } from "../helpers.js";
+
+const MAIN = join(REPO, "sdk", "cli", "main.ts");
+const cli = (args: string[]) =>
+  execa("node", ["--import", "tsx", MAIN, ...args], { reject: false, cwd: REPO });
+
+function specFile(spec: unknown): string {
+  const dir = tempRunDir("spec");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, "spec.json");
+  writeFileSync(file, JSON.stringify(spec));
+  return file;
+}
+
+describe("oplora CLI", () => {
+  it("--help lists the commands; each command has --help", async () => {
+    const r = await cli(["--help"]);
+    expect(r.exitCode).toBe(0);
+    for (const name of ["run", "validate", "plan", "schema", "doctor", "demo"])
+      expect(r.stdout).toContain(name);
+    const run = await cli(["run", "--help"]);
+    expect(run.exitCode).toBe(0);
+    expect(run.stdout).toContain("--out DIR");
+  });
+
+  it("unknown command or option -> exit 2", async () => {
+    expect((await cli(["frobnicate"])).exitCode).toBe(2);
+    expect((await cli(["run", "--bogus"])).exitCode).toBe(2);
+    expect((await cli(["run", "x.json"])).exitCode).toBe(2); // --out missing
+  });
+
+  it("schema prints the committed JSON Schema", async () => {
+    const r = await cli(["schema"]);
+    expect(r.exitCode).toBe(0);
+    expect(`${r.stdout}\n`).toBe(specJsonSchemaText());
+  });
+
+  it("validate: filled spec (0) or every problem (2)", async () => {
+    const ok = await cli(["validate", specFile({ task: "matrix_factorization" })]);
+    expect(ok.exitCode).toBe(0);
+    expect(JSON.parse(ok.stdout).adapter.kind).toBe("op-lora");
+    const bad = await cli([
+      "validate",
+      specFile({ task: "matrix_factorization", adapter: { kind: "lora", r: -1 } }),
+    ]);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toContain("adapter.r: expected a positive integer, got -1");
+  });
+
+  it("run with an invalid spec -> exit 2 and no run dir", async () => {
+    const out = tempRunDir();
+    const r = await cli([
+      "run",
+      specFile({ task: "matrix_factorization", train: { steps: 0 } }),
+      "--out",
+      out,
+    ]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain("train.steps");
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it("run, end to end (real MF task, LoRA, 32x32, 50 steps): progress lines, summary, exit 0", async () => {
+    const out = tempRunDir();
+    const spec = {
+      task: "matrix_factorization",
+      device: "cpu",
+      matrix: { rows: 32, cols: 32 },
+      adapter: { kind: "lora", r: 4 },
+      train: { steps: 50, log_every: 10 },
+    };
+    const r = await cli(["run", specFile(spec), "--out", out]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toContain("step 50/50");
+    expect(r.stdout).toContain("succeeded: matrix_factorization");
+    expect(JSON.parse(readFileSync(join(out, "result.json"), "utf8")).status).toBe("succeeded");
+  }, 120_000);
+});
