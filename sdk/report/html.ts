@@ -42,7 +42,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.ok{color:#1a7f37}.bad
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:14px}
 figure{margin:0;border:1px solid #dde2e8;border-radius:6px;padding:8px;background:#fff}
 figure img{width:100%;height:auto;display:block}figcaption{font-size:12px;color:#5b6773;margin-top:4px}
-.wrap{overflow-x:auto}code{background:#f3f5f8;padding:1px 4px;border-radius:3px}`;
+.samples{grid-template-columns:repeat(auto-fill,minmax(220px,1fr))}.samples img{max-width:512px;image-rendering:pixelated}.wrap{overflow-x:auto}code{background:#f3f5f8;padding:1px 4px;border-radius:3px}`;
 
 export interface HtmlInput {
   data: ReportData;
@@ -100,7 +100,7 @@ ${arms.map((a) => `<tr><td>${e(a.label)}</td><td class="num">${a.n}</td><td clas
     return img ? [{ arm: arm.label, img }] : [];
   });
   const gridHtml = grids.length
-    ? `<h2>Samples</h2><div class="figs">${grids
+    ? `<h2>Samples</h2><div class="figs samples">${grids
         .map(
           (g) =>
             `<figure><img alt="${e(g.img.label)}" src="${dataUri(g.img.path)}"><figcaption>${e(g.arm)} — ${e(g.img.label)}${g.img.step !== null ? ` (step ${g.img.step})` : ""}</figcaption></figure>`,
