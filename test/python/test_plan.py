@@ -1,0 +1,61 @@
+"""plan.py: counts equal a real attach (generator and LoRA parameters), memory adds up, `fits` names the knobs."""
+
+from __future__ import annotations
+
+import pytest
+from oplora.plan import generator_parameters_per_layer, plan
+
+MF = {"task": "matrix_factorization", "device": "cpu", "matrix": {"rows": 24, "cols": 40}}
+
+
+def test_generator_formula() -> None:
+    # e=4, h=3, nA=2*5=10, nB=6*2=12: z 4 + W1 12 + b1 3 + A head 30+10 + B head 36+12
+    assert generator_parameters_per_layer(10, 12, 4, 3) == 4 + 12 + 3 + 30 + 10 + 36 + 12
+
+
+@pytest.mark.parametrize("kind", ["lora", "op-lora"])
+def test_counts_match_a_real_model(kind: str) -> None:
+    pytest.importorskip("peft")
+    from oplora.tasks.matrix_factorization import build_model
+
+    spec = {
+        **MF,
+        "adapter": {
+            "kind": kind,
+            "r": 3,
+            **({"generator": {"embedding_dim": 8, "hidden_dim": 5}} if kind == "op-lora" else {}),
+        },
+    }
+    p = plan(spec)
+    from oplora.spec import validate_spec
+
+    peft_model, module, params = build_model(24, 40, validate_spec(spec)["adapter"])
+    lora = sum(t.numel() for n, t in peft_model.named_parameters() if "lora_" in n and "original" not in n)
+    assert p["layers"] == 1
+    assert p["lora_parameters"] == 3 * 40 + 24 * 3
+    if kind == "op-lora":
+        assert p["generator_parameters"] == sum(t.numel() for t in module.generator.parameters())
+        assert p["trainable_parameters"] == p["generator_parameters"]
+    else:
+        assert p["lora_parameters"] == lora == sum(t.numel() for t in params)
+        assert p["generator_parameters"] == 0
+    assert p["base_parameters"] == 24 * 40
+    mem = p["memory_bytes"]
+    assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
+    assert mem["trainable_state"] == 16 * p["trainable_parameters"]
+
+
+def test_study_plans_as_one_op_trial() -> None:
+    p = plan({"task": "matrix_factorization_study", "device": "cpu", "r": 4})
+    assert p["adapter_kind"] == "op-lora"
+    assert p["groups"][0]["lora_A_shape"] == [4, 64]
+
+
+def test_does_not_fit_names_the_knobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import oplora.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "device_memory", lambda device: ("cuda:0", 1000))
+    p = plan({**MF, "adapter": {"kind": "op-lora", "r": 8}})
+    assert p["fits"] is False
+    for knob in ("r", "target_modules", "generator.hidden_dim"):
+        assert knob in p["message"]
