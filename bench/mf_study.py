@@ -24,7 +24,7 @@ BENCH_SPEC = {
     "device": "cpu",
     "seeds": [0, 1, 2],
     "matrix": {"rows": 128, "cols": 128},
-    "steps": 2000,
+    "steps": 1000,
     "log_every": 20,
 }
 

@@ -140,7 +140,11 @@ def test_the_study_end_to_end(tmp_path):
         assert floored[row["best_lr"][arm]] == best
         assert row["best"][arm]["final_relative_excess"] == pytest.approx(by_lr[row["best_lr"][arm]])
     mf, op = row["best"]["MF"], row["best"]["OP-MF"]
-    assert row["final_excess_ratio"] == pytest.approx(op["final_excess"] / mf["final_excess"])
+    floor = study.RELATIVE_FLOOR
+    ratio = max(op["final_relative_excess"], floor) / max(mf["final_relative_excess"], floor)
+    assert row["final_excess_ratio"] == pytest.approx(ratio)
+    assert row["final_excess_lower_pct"] == pytest.approx(100 * (1 - ratio))
+    assert sum(m["summary"]["shared_lr"]["final_excess"].values()) == 2
 
     table = (run / "table.md").read_text()
     assert "| geometric | adam |" in table and "6.2x faster" in table

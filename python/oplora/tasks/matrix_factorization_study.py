@@ -30,8 +30,9 @@ PAPER = {
     "final_loss_lower_pct": 40.0,
     "source": "arXiv 2412.10362 (OP-MF vs MF on synthetic matrix factorisation), as quoted in design.md §1",
 }
-# Relative excesses below this count as equal when picking the best lr (a converged float32 ΔW sits at
-# ~1e-10..1e-9 noise); ties go to the fewer mean steps to the tightest threshold, then the smaller lr.
+# Relative excesses below this count as equal: a converged float32 ΔW sits at ~±1e-10 (rounding makes it
+# full rank, so it can even land a hair below the Eckart-Young optimum). Best-lr ties go to the fewer mean
+# steps to the tightest threshold, then the smaller lr; final-excess ratios use floored values.
 RELATIVE_FLOOR = 1e-8
 
 
@@ -114,24 +115,22 @@ def speedup(mf_steps: float | None, op_steps: float | None, budget: int) -> dict
 def compare(
     mf: dict[str, Any] | None, op: dict[str, Any] | None, keys: list[str], budget: int
 ) -> dict[str, Any]:
-    """OP-MF against MF for two cells: speed-up per threshold and the final-excess ratio."""
+    """OP-MF against MF for two cells: speed-up per threshold, and the final-excess ratio: OP-MF's mean final
+    relative excess / MF's, each floored at RELATIVE_FLOOR (`tie` when both are at the floor; None when
+    either arm diverged on some seed)."""
     if mf is None or op is None:
-        return {
-            "speedup": {k: {"ratio": None, "bound": "neither"} for k in keys},
-            "final_excess_ratio": None,
-            "final_excess_lower_pct": None,
-        }
+        sp = {k: {"ratio": None, "bound": "neither"} for k in keys}
+        return {"speedup": sp, "final_excess_ratio": None, "final_excess_lower_pct": None, "tie": False}
     sp = {k: speedup(mf["steps_to_excess"][k], op["steps_to_excess"][k], budget) for k in keys}
-    a, b = mf["final_excess"], op["final_excess"]
-    ratio = (
-        b / a
-        if a is not None and b is not None and a > 0 and not (mf["diverged"] or op["diverged"])
-        else None
-    )
+    a, b = mf["final_relative_excess"], op["final_relative_excess"]
+    if a is None or b is None or mf["diverged"] or op["diverged"]:
+        return {"speedup": sp, "final_excess_ratio": None, "final_excess_lower_pct": None, "tie": False}
+    ratio = max(b, RELATIVE_FLOOR) / max(a, RELATIVE_FLOOR)
     return {
         "speedup": sp,
         "final_excess_ratio": ratio,
-        "final_excess_lower_pct": None if ratio is None else 100.0 * (1.0 - ratio),
+        "final_excess_lower_pct": 100.0 * (1.0 - ratio),
+        "tie": a <= RELATIVE_FLOOR and b <= RELATIVE_FLOOR,
     }
 
 
@@ -156,6 +155,11 @@ def aggregate(trials: list[dict[str, Any]], study: dict[str, Any]) -> list[dict[
                     if group:
                         cells[arm].append(cell(group, keys))
             best = {arm: best_lr(cells[arm], tightest) for arm in ARMS}
+            grid = sorted(float(x) for x in study["lr_grid"][optimizer])
+            edge = {
+                arm: best[arm] is not None and len(grid) > 1 and best[arm]["lr"] in (grid[0], grid[-1])
+                for arm in ARMS
+            }
             per_lr = []
             for mf_cell, op_cell in zip(cells["MF"], cells["OP-MF"], strict=True):
                 per_lr.append(
@@ -173,6 +177,7 @@ def aggregate(trials: list[dict[str, Any]], study: dict[str, Any]) -> list[dict[
                     "optimizer": optimizer,
                     "best_lr": {arm: None if best[arm] is None else best[arm]["lr"] for arm in ARMS},
                     "best": best,
+                    "best_lr_at_grid_edge": edge,
                     **compare(best["MF"], best["OP-MF"], keys, budget),
                     "optimal_effective_rank": optimal_rank,
                     "lr_sensitivity": {arm: _sensitivity(cells[arm], keys) for arm in ARMS},
@@ -207,8 +212,48 @@ def summary(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
         out["speedup_exact_rows"][k] = len(exact)
     ratios = [r["final_excess_ratio"] for r in rows if r["final_excess_ratio"] is not None]
     out["final_excess_ratio_geomean"] = gmean(ratios)
-    out["rows_op_mf_lower_final_excess"] = sum(x < 1 for x in ratios)
+    out["final_excess"] = _tally(rows)
+    pairs = [c for r in rows for c in r["per_lr"]]
+    tightest = keys[-1] if keys else None
+    out["shared_lr"] = {
+        "pairs": len(pairs),
+        "mf_diverged": sum(c["MF"]["diverged"] > 0 for c in pairs),
+        "op_mf_diverged": sum(c["OP-MF"]["diverged"] > 0 for c in pairs),
+        "final_excess": _tally(pairs),
+        "op_mf_faster": {k: sum(_faster(c["speedup"][k]) for c in pairs) for k in keys},
+        "mf_faster": {k: sum(_faster(c["speedup"][k], op=False) for c in pairs) for k in keys},
+        "tightest": tightest,
+    }
     return out
+
+
+def _tally(items: list[dict[str, Any]]) -> dict[str, int]:
+    """How many comparisons have OP-MF's final excess lower, higher, tied at the floor, or not comparable."""
+    out = {"op_mf_lower": 0, "op_mf_higher": 0, "tie": 0, "not_comparable": 0}
+    for c in items:
+        r = c["final_excess_ratio"]
+        key = (
+            "not_comparable"
+            if r is None
+            else "tie"
+            if c["tie"]
+            else "op_mf_lower"
+            if r < 1
+            else "op_mf_higher"
+        )
+        out[key] += 1
+    return out
+
+
+def _faster(s: dict[str, Any], op: bool = True) -> bool:
+    """Whether OP-MF (op=True) or MF reached the level in fewer steps (bounds count: the other never did)."""
+    if s["ratio"] is None:
+        return False
+    if s["bound"] == "lower":
+        return op
+    if s["bound"] == "upper":
+        return not op
+    return s["ratio"] > 1 if op else s["ratio"] < 1
 
 
 # --- the task -----------------------------------------------------------------------------------------------
@@ -280,6 +325,22 @@ def _speed(s: dict[str, Any]) -> str:
     }[s["bound"]]
 
 
+def _versus(c: dict[str, Any]) -> str:
+    """OP-MF's final excess against MF's, in words."""
+    r = c["final_excess_ratio"]
+    if r is None:
+        return "–"
+    if c["tie"]:
+        return f"tie (both ≤ {RELATIVE_FLOOR:g})"
+    return f"{100 * (1 - r):.0f}% lower" if r < 1 else f"{r:.3g}x higher"
+
+
+def _excess(c: dict[str, Any]) -> str:
+    if c["diverged"]:
+        return f"diverged ({c['diverged']}/{c['seeds']} seeds)"
+    return _fmt(c["final_relative_excess"])
+
+
 def markdown(result: dict[str, Any], spec: dict[str, Any]) -> str:
     """table.md: each arm at its best lr, then both arms at every shared lr, then the paper's headline."""
     keys = [threshold_key(t) for t in spec["thresholds"]]
@@ -292,24 +353,21 @@ def markdown(result: dict[str, Any], spec: dict[str, Any]) -> str:
         "relative excess = (loss - Eckart-Young optimum) / (initial loss - optimum), 1 at step 0 for both arms. "
         "Steps: mean over seeds of the first step at or below the level ('never': not within the budget on every "
         "seed). Speed-up = MF steps / OP-MF steps ('> x': MF never got there, so at least x; '< x': OP-MF never). "
-        f"Best lr = lowest mean final relative excess (below {RELATIVE_FLOOR:g} counted as a tie, broken by "
-        f"fewer steps to {keys[-1] if keys else ''}).",
+        f"Best lr = lowest mean final relative excess (below {RELATIVE_FLOOR:g}, float32 noise, counted as a tie, "
+        f"broken by fewer steps to {keys[-1] if keys else ''}); * = at the edge of the grid (the arm's best may lie "
+        f"outside it). Final excess compared on mean relative excesses floored at {RELATIVE_FLOOR:g}.",
         "",
         "## Each arm at its best learning rate",
         "",
         "| spectrum | optimizer | best lr MF | best lr OP-MF | "
         + " | ".join(f"steps to {k}: MF / OP-MF (speed-up)" for k in keys)
-        + " | final rel. excess MF | OP-MF | OP-MF/MF | % lower | eff. rank MF / OP-MF / SVD |",
-        "|" + "---|" * (9 + len(keys)),
+        + " | final rel. excess MF | OP-MF | OP-MF vs MF | eff. rank MF / OP-MF / SVD |",
+        "|" + "---|" * (8 + len(keys)),
     ]
     for r in result["table"]:
         mf, op = r["best"]["MF"] or {}, r["best"]["OP-MF"] or {}
-        cols = [
-            r["spectrum"],
-            r["optimizer"],
-            _fmt(r["best_lr"]["MF"], "g"),
-            _fmt(r["best_lr"]["OP-MF"], "g"),
-        ]
+        lrs = [_fmt(r["best_lr"][arm], "g") + ("*" if r["best_lr_at_grid_edge"][arm] else "") for arm in ARMS]
+        cols = [r["spectrum"], r["optimizer"], *lrs]
         for k in keys:
             a = _steps(mf.get("steps_to_excess", {}).get(k), mf.get("reached", {}).get(k, "0/0"))
             b = _steps(op.get("steps_to_excess", {}).get(k), op.get("reached", {}).get(k, "0/0"))
@@ -317,8 +375,7 @@ def markdown(result: dict[str, Any], spec: dict[str, Any]) -> str:
         cols += [
             _fmt(mf.get("final_relative_excess")),
             _fmt(op.get("final_relative_excess")),
-            _fmt(r["final_excess_ratio"]),
-            _fmt(r["final_excess_lower_pct"], ".0f"),
+            _versus(r),
             f"{_fmt(mf.get('final_effective_rank'), '.2f')} / {_fmt(op.get('final_effective_rank'), '.2f')}"
             f" / {r['optimal_effective_rank']:.2f}",
         ]
@@ -327,30 +384,41 @@ def markdown(result: dict[str, Any], spec: dict[str, Any]) -> str:
         "",
         "## Both arms at each shared learning rate (sensitivity)",
         "",
-        "| spectrum | optimizer | lr | final rel. excess MF | OP-MF | OP-MF/MF | "
+        "| spectrum | optimizer | lr | final rel. excess MF | OP-MF | OP-MF vs MF | "
         + " | ".join(f"speed-up to {k}" for k in keys)
         + " |",
         "|" + "---|" * (6 + len(keys)),
     ]
     for r in result["table"]:
         for c in r["per_lr"]:
-            mf_x = "diverged" if c["MF"]["diverged"] else _fmt(c["MF"]["final_relative_excess"])
-            op_x = "diverged" if c["OP-MF"]["diverged"] else _fmt(c["OP-MF"]["final_relative_excess"])
-            cols = [r["spectrum"], r["optimizer"], f"{c['lr']:g}", mf_x, op_x, _fmt(c["final_excess_ratio"])]
+            cols = [
+                r["spectrum"],
+                r["optimizer"],
+                f"{c['lr']:g}",
+                _excess(c["MF"]),
+                _excess(c["OP-MF"]),
+                _versus(c),
+            ]
             cols += [_speed(c["speedup"][k]) for k in keys]
             lines.append("| " + " | ".join(cols) + " |")
     s, p = result["summary"], result["paper"]
     sp = ", ".join(
-        f"{k}: {_fmt(v, '.2f')}x over {s['speedup_exact_rows'][k]} rows"
-        for k, v in s["speedup_geomean"].items()
+        f"{k}: {_fmt(v, '.2f')}x ({s['speedup_exact_rows'][k]} rows)" for k, v in s["speedup_geomean"].items()
     )
+    fe, sh = s["final_excess"], s["shared_lr"]
+    faster = ", ".join(f"{k}: {sh['op_mf_faster'][k]} vs {sh['mf_faster'][k]}" for k in keys)
     lines += [
         "",
         "## Summary, beside the paper",
         "",
-        f"- Measured here (geometric means over rows, best lr each): speed-up {sp}; final excess OP-MF/MF "
-        f"{_fmt(s['final_excess_ratio_geomean'])}; OP-MF lower final excess in "
-        f"{s['rows_op_mf_lower_final_excess']} of {s['rows']} rows.",
+        f"- Each arm at its best lr ({s['rows']} spectrum x optimizer rows): speed-up MF/OP-MF steps, geometric "
+        f"mean over rows where both arms got there on every seed: {sp}. Final excess: OP-MF lower in "
+        f"{fe['op_mf_lower']}, higher in {fe['op_mf_higher']}, tied at float precision in {fe['tie']} "
+        f"(geometric mean of OP-MF/MF {_fmt(s['final_excess_ratio_geomean'])}).",
+        f"- At shared lrs ({sh['pairs']} pairs): diverged on some seed MF {sh['mf_diverged']}, OP-MF "
+        f"{sh['op_mf_diverged']}; reached the level first, OP-MF vs MF: {faster}; final excess OP-MF lower in "
+        f"{sh['final_excess']['op_mf_lower']}, higher in {sh['final_excess']['op_mf_higher']}, tied in "
+        f"{sh['final_excess']['tie']}, not comparable (a divergence) in {sh['final_excess']['not_comparable']}.",
         f"- Paper headline: OP-MF {p['speedup']}x faster and {p['final_loss_lower_pct']:.0f}% lower final loss "
         f"({p['source']}; its matrix sizes, budgets and lr selection are not known to us).",
         "",
