@@ -28,13 +28,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .config import OPLoRAConfig, resolve_formulation
 from .generator import FactorGenerator
 
+_STEP_EPOCH = [
+    0
+]  # bumped after every torch optimiser step (any optimiser): the cue for a full staleness check
+_STEP_HOOK: list[Any] = []
+
+
+def _count_optimizer_step(*_: Any) -> None:
+    _STEP_EPOCH[0] += 1
+
 
 class _FactorCache:
-    """The generator's current output, shared by all parametrizations; regenerated only when stale."""
+    """The generator's current output, shared by all parametrizations; regenerated only when stale.
+
+    A weight access costs O(1): the full check (every generator parameter's ``_version`` and ``data_ptr``)
+    runs only after an optimiser step (a global step hook bumps an epoch), at every forward of the base
+    model (a pre-hook), and when a factor's device no longer matches its weight's (``.to()``).
+    """
 
     def __init__(self, generator: FactorGenerator, formulation: str) -> None:
         self.generator = generator
@@ -42,10 +57,14 @@ class _FactorCache:
         self.params: list[Tensor] = list(generator.parameters())
         self.factors: list[tuple[Tensor, Tensor]] | None = None
         self.key: tuple[int, ...] = ()
+        self.epoch = -1
+        self.trainable = False
         self.has_graph = False
         self.inference = False
         self.pinned = False  # collapse: serve fixed factors, never regenerate
         self.closed = False
+        if not _STEP_HOOK:
+            _STEP_HOOK.append(register_optimizer_step_post_hook(_count_optimizer_step))
         for p in self.params:
             if p.requires_grad:
                 p.register_post_accumulate_grad_hook(self._graph_consumed)
@@ -55,25 +74,34 @@ class _FactorCache:
         self.has_graph = False
 
     def _key(self) -> tuple[int, ...]:
-        # In-place updates bump _version; .to()/load into new storage change data_ptr.
+        # In-place updates bump _version; .to() or a load into new storage changes data_ptr.
         return tuple(x for p in self.params for x in (p._version, p.data_ptr()))
 
-    def stale(self) -> bool:
+    def stale(self, full: bool = False) -> bool:
         if self.pinned:
             return False
-        if self.factors is None or self.key != self._key():
+        if self.factors is None:
             return True
+        if full or self.epoch != _STEP_EPOCH[0]:
+            self.epoch = _STEP_EPOCH[0]
+            if self.key != self._key():
+                return True
         if self.inference and not torch.is_inference_mode_enabled():
             return True  # inference tensors cannot join an autograd graph
-        return not self.has_graph and torch.is_grad_enabled() and any(p.requires_grad for p in self.params)
+        return not self.has_graph and self.trainable and torch.is_grad_enabled()
 
     def refresh(self) -> None:
         if self.closed:
             raise RuntimeError("this OPLoRAModel was collapsed; its generator is gone")
         self.factors = self.generator(self.formulation)
-        self.key = self._key()
+        self.key, self.epoch = self._key(), _STEP_EPOCH[0]
         self.inference = torch.is_inference_mode_enabled()
-        self.has_graph = torch.is_grad_enabled() and any(p.requires_grad for p in self.params)
+        self.trainable = any(p.requires_grad for p in self.params)
+        self.has_graph = self.trainable and torch.is_grad_enabled()
+
+    def refresh_if_stale(self, full: bool = False) -> None:
+        if self.stale(full):
+            self.refresh()
 
     def get(self, layer: int, which: int) -> Tensor:
         if self.stale():
@@ -99,6 +127,9 @@ class FactorParametrization(nn.Module):
 
     def forward(self, original: Tensor) -> Tensor:
         t = self._cache.get(self.layer, self.which)
+        if t.device != original.device:  # moved since generated: check everything
+            self._cache.refresh_if_stale(full=True)
+            t = self._cache.get(self.layer, self.which)
         return t if t.dtype == original.dtype else t.to(original.dtype)
 
     def extra_repr(self) -> str:
@@ -137,6 +168,8 @@ class OPLoRAModel(nn.Module):
         self._lora_modules = lora_modules  # per layer: (lora_A[adapter], lora_B[adapter])
         self._requires_grad = requires_grad  # base params' flags before attach, restored by collapse
         self._checkpointing_modules = [m for m in base.modules() if hasattr(m, "gradient_checkpointing")]
+        # A direct call of the base model (e.g. a pipeline's pipe.unet) checks every parameter's version first.
+        self._pre_hook = base.register_forward_pre_hook(lambda *_: cache.refresh_if_stale(full=True))
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -157,9 +190,11 @@ class OPLoRAModel(nn.Module):
         if torch.is_grad_enabled():
             _refuse_reentrant_checkpointing(self._checkpointing_modules)
             self._cache.refresh()
-        elif self._cache.stale():
-            self._cache.refresh()
-        return self.base(*args, **kwargs)
+        else:
+            self._cache.refresh_if_stale(full=True)
+        # PEFT reads each LoRA weight more than once per forward (dtype checks): serve repeats from a dict.
+        with parametrize.cached():
+            return self.base(*args, **kwargs)
 
     def regenerate(self) -> None:
         """Regenerates every (A_l, B_l) now (as ``forward`` does before calling ``base``)."""

@@ -42,6 +42,7 @@ def collapse(op: OPLoRAModel) -> nn.Module:
     for p, flag in op._requires_grad.items():
         p.requires_grad_(flag)
     cache.close()
+    op._pre_hook.remove()
     del op.generator
     op._requires_grad = {}
     op.collapsed = True

@@ -107,8 +107,9 @@ def test_no_grad_cache_is_regenerated_with_a_graph_when_grad_is_needed(make_tiny
     assert all(p.grad is not None for p in op.generator.parameters())
 
 
-def test_non_reentrant_checkpointing_gradients_equal_plain(make_tiny_peft, tiny_input) -> None:
-    op = attach(make_tiny_peft(), CONFIG)
+def test_non_reentrant_checkpointing_gradients_equal_plain(make_tiny_peft, tiny_input, device) -> None:
+    op = attach(make_tiny_peft().to(device), CONFIG)
+    tiny_input = tiny_input.to(device)
     with torch.no_grad():
         for p in op.generator.parameters():
             p.add_(torch.randn_like(p) * 0.1)  # non-zero B heads

@@ -1,0 +1,206 @@
+"""Benchmark: the OP-LoRA generator's formulations, and a training step of OP-LoRA vs plain PEFT LoRA.
+
+1. Generator forward + backward on an SDXL-shaped set of layers (UNet attention projections, r = 4,
+   h = 32, e = 128; 560 layers: 60 of 640x640, 20 of 2048->640, 360 of 1280x1280, 120 of 2048->1280):
+   "loop" vs "batched" on the same generator (grouped as attach groups on the device), plus "batched" with
+   the other grouping (CPU: unchunked, one stack per shape group; CUDA: 16 MiB chunks, the CPU default)
+   to show what the device's grouping buys. Repetitions interleave the
+   variants; medians are reported. Checks whether OPLoRAConfig(formulation="auto") picks the faster one.
+2. Training step (forward, backward, AdamW step) of a small llama (4 layers, hidden 256, r = 8, all
+   linears, batch 4x128): OP-LoRA (attach, default config) vs plain PEFT LoRA, as a ratio.
+
+    python bench/generator.py --out bench/results/generator.json [--device cpu|cuda] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from oplora.bind import attach
+from oplora.config import OPLoRAConfig, resolve_formulation
+from oplora.generator import CPU_CHUNK_BYTES, FactorGenerator, default_chunk_bytes
+
+SDXL_SET = [(640, 640, 60), (2048, 640, 20), (1280, 1280, 360), (2048, 1280, 120)]  # (d_in, d_out, count)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _interleaved(
+    variants: dict[str, Callable[[], object]], reps: int, device: torch.device
+) -> dict[str, list[float]]:
+    for fn in variants.values():  # warm-up: first-touch allocations, kernel selection
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            samples[name].append(_time(fn, device))
+    return samples
+
+
+def _fwd_bwd(gen: FactorGenerator, formulation: str) -> Callable[[], None]:
+    def step() -> None:
+        gen.zero_grad(set_to_none=True)  # as a training loop does: gradients are allocated afresh
+        out = gen(formulation)
+        tensors = [t for pair in out for t in pair]
+        torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
+
+    return step
+
+
+def bench_generator(device: torch.device, reps: int, scale: float) -> dict:
+    r, config = 4, OPLoRAConfig(embedding_dim=128, hidden_dim=32)
+    shapes = [((r, d_in), (d_out, r)) for d_in, d_out, n in SDXL_SET for _ in range(max(1, round(n * scale)))]
+    torch.manual_seed(0)
+    gen = FactorGenerator(shapes, config, device=device)  # grouped as attach would on this device
+    other_chunks = CPU_CHUNK_BYTES if default_chunk_bytes(device) is None else None
+    other = FactorGenerator(shapes, config, device=device, chunk_bytes=other_chunks)
+    with torch.no_grad():
+        for p in list(gen.parameters()) + list(other.parameters()):
+            p.normal_(0, 0.02)
+    variants = {
+        "loop": _fwd_bwd(gen, "loop"),
+        "batched": _fwd_bwd(gen, "batched"),
+        "batched_other_grouping": _fwd_bwd(other, "batched"),
+    }
+    samples = _interleaved(variants, reps, device)
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    fastest = min(("loop", "batched"), key=medians.__getitem__)
+    auto = resolve_formulation("auto", device)
+    result = {
+        "layers": len(shapes),
+        "groups": len(gen.groups),
+        "other_grouping_groups": len(other.groups),
+        "generator_params": sum(p.numel() for p in gen.parameters()),
+        "median_ms": medians,
+        "samples_ms": samples,
+        "ratio_batched_over_loop": medians["batched"] / medians["loop"],
+        "auto": {"picks": auto, "fastest": fastest, "ok": auto == fastest},
+    }
+    del gen, other, variants
+    gc.collect()
+    return result
+
+
+def _tiny_llama(device: torch.device, seed: int = 0) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=2048,
+        max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(config).to(device)
+
+
+def bench_train_step(device: torch.device, reps: int) -> dict:
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora = get_peft_model(_tiny_llama(device), LoraConfig(r=8, lora_alpha=16, target_modules=targets)).train()
+    op = attach(get_peft_model(_tiny_llama(device), LoraConfig(r=8, lora_alpha=16, target_modules=targets)))
+    op.train()
+    ids = torch.randint(0, 2048, (4, 128), generator=torch.Generator().manual_seed(0)).to(device)
+
+    def stepper(model: torch.nn.Module, params: list[torch.Tensor], lr: float) -> Callable[[], None]:
+        opt = torch.optim.AdamW(params, lr=lr)
+
+        def step() -> None:
+            model(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+    lora_params = [p for p in lora.parameters() if p.requires_grad]
+    variants = {
+        "lora": stepper(lora, lora_params, 1e-4),
+        "oplora": stepper(op, list(op.generator.parameters()), 1e-3),
+        "oplora_generator_only": _fwd_bwd(op.generator, op.formulation),
+    }
+    samples = _interleaved(variants, reps, device)
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    return {
+        "lora_params": sum(p.numel() for p in lora_params),
+        "generator_params": op.num_generator_parameters(),
+        "formulation": op.formulation,
+        "median_ms": medians,
+        "samples_ms": samples,
+        "ratio_oplora_over_lora": medians["oplora"] / medians["lora"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/generator.json"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--quick", action="store_true", help="a quarter of the SDXL set, fewer repetitions")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: CUDA is not available on this machine", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    reps = 3 if args.quick else 5
+    info = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+    }
+    gen = bench_generator(device, reps, scale=0.25 if args.quick else 1.0)
+    step = bench_train_step(device, reps=3 if args.quick else 6)
+
+    g, s = gen["median_ms"], step["median_ms"]
+    print(f"device {args.device} ({info['device']}), torch {info['torch']}, {info['threads']} threads")
+    print(
+        f"\ngenerator fwd+bwd, SDXL-shaped set: {gen['layers']} layers, {gen['generator_params'] / 1e6:.0f}M params, "
+        f"{gen['groups']} groups (other grouping: {gen['other_grouping_groups']}); median of {reps}"
+    )
+    for name in ("loop", "batched", "batched_other_grouping"):
+        print(f"  {name:<24} {g[name]:9.1f} ms   {g[name] / g['loop']:5.2f}x loop")
+    verdict = "faster" if gen["auto"]["ok"] else "SLOWER"
+    print(f"  auto picks {gen['auto']['picks']!r}: the {verdict} formulation here")
+    print(
+        f"\ntraining step, llama 4x256, r = 8, all linears, batch 4x128 "
+        f"(LoRA {step['lora_params'] / 1e3:.0f}k params, generator {step['generator_params'] / 1e6:.1f}M)"
+    )
+    print(f"  {'plain PEFT LoRA':<24} {s['lora']:9.1f} ms")
+    print(f"  {'OP-LoRA':<24} {s['oplora']:9.1f} ms   {step['ratio_oplora_over_lora']:5.2f}x LoRA")
+    print(
+        f"  {'  of which generator':<24} {s['oplora_generator_only']:9.1f} ms   ({step['formulation']}, fwd+bwd)"
+    )
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**info, "generator": gen, "train_step": step}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
