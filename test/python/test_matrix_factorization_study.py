@@ -59,6 +59,22 @@ def test_speedup_is_a_bound_when_an_arm_never_got_there():
     assert study.speedup(None, None, 500) == {"ratio": None, "bound": "neither"}
 
 
+def test_final_excess_ratio_is_floored_and_a_divergence_is_not_compared():
+    def c(excess, diverged=False):
+        return study.cell([trial("MF", 0.1, 0, excess, [10, 20], diverged=diverged)], KEYS)
+
+    lower = study.compare(c(1e-4), c(2.5e-5), KEYS, 100)
+    assert lower["final_excess_ratio"] == pytest.approx(0.25) and lower[
+        "final_excess_lower_pct"
+    ] == pytest.approx(75)
+    assert not lower["tie"]
+    floor = study.RELATIVE_FLOOR
+    assert study.compare(c(1e-4), c(-1e-11), KEYS, 100)["final_excess_ratio"] == pytest.approx(floor / 1e-4)
+    tie = study.compare(c(3e-10), c(-1e-11), KEYS, 100)
+    assert tie["tie"] and tie["final_excess_ratio"] == 1.0
+    assert study.compare(c(1e-4), c(None, diverged=True), KEYS, 100)["final_excess_ratio"] is None
+
+
 def tiny_study(**extra):
     return validate_spec(
         {
