@@ -41,7 +41,7 @@ export interface ReportData {
   task: string;
   trials: ReportTrial[];
   arms: Arm[];
-  /** The metric the summary and the sweep plots compare (`final_loss` when the task has it). */
+  /** The metric the summary and the sweep plots compare (`excess_loss`, else `final_loss`, when present). */
   primary: string | null;
 }
 
@@ -163,7 +163,9 @@ export async function loadReportData(dir: string): Promise<ReportData> {
   const numeric = trials.flatMap((t) =>
     Object.entries(t.row.metrics).filter(([, v]) => typeof v === "number"),
   );
-  const primary = numeric.some(([k]) => k === "final_loss") ? "final_loss" : (numeric[0]?.[0] ?? null);
+  // MF: excess over the Eckart-Young optimum separates the arms; the final loss is dominated by the optimum
+  const preferred = ["excess_loss", "final_loss"].find((m) => numeric.some(([k]) => k === m));
+  const primary = preferred ?? numeric[0]?.[0] ?? null;
   const task = String((manifest.base as { task?: unknown })?.task ?? trials[0]?.spec?.task ?? "unknown");
   return { dir, manifest, task, trials, arms: [...arms.values()], primary };
 }

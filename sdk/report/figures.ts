@@ -57,7 +57,7 @@ export function figureSpecs(data: ReportData): FigureSpec[] {
       }
     }
     if (!series.length) continue;
-    const positive = series.every((s) => s.y.every((v) => v > 0));
+    const positive = series.some((s) => s.y.some((v) => v > 0)); // Python floors the rest for log scale
     const pretty = name.replace(/^eval:/, "").replace(/_/g, " ");
     figures.push({
       file: `curve-${slug(name)}.png`,
@@ -102,7 +102,7 @@ export function figureSpecs(data: ReportData): FigureSpec[] {
       });
       if (!series.length) continue;
       const xs = series.flatMap((s) => s.x);
-      const positive = series.every((s) => s.y.every((v) => v > 0));
+      const positive = series.some((s) => s.y.some((v) => v > 0));
       figures.push({
         file: `vs-${slug(axis)}.png`,
         title: `final ${metric.replace(/_/g, " ")} vs ${axis} (mean ± std over seeds)`,

@@ -93,7 +93,7 @@ describe("report", () => {
   it("pairs LoRA and OP-LoRA arms (same setting, and half rank) with the ratios users care about", async () => {
     const data = await loadReportData(dir);
     expect(data.arms).toHaveLength(8);
-    expect(data.primary).toBe("final_loss");
+    expect(data.primary).toBe("final_loss"); // the fixture has no excess_loss
     const comps = comparisons(data);
     expect(comps.filter((c) => c.kind === "same setting")).toHaveLength(4);
     const half = comps.filter((c) => c.kind === "half rank");
