@@ -30,8 +30,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, allow_nan=False, default=_default) + "\n").encode())
+    """Write `obj` as indented JSON, atomically. Non-finite floats (a diverged run's loss) become null."""
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False, default=_default)
+    write_bytes_atomic(path, (text + "\n").encode())
 
 
 def _default(obj: Any) -> Any:

@@ -126,7 +126,13 @@ def test_resume_requires_the_same_spec(tmp_path, fake_task):
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "result.json"
     write_json_atomic(target, {"a": 1})
-    with pytest.raises(ValueError):
-        write_json_atomic(target, {"a": float("nan")})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": object()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_non_finite_metrics_become_null(tmp_path):
+    target = tmp_path / "result.json"
+    write_json_atomic(target, {"loss": float("nan"), "curve": [1.0, float("inf")]})
+    assert json.loads(target.read_text()) == {"loss": None, "curve": [1.0, None]}
