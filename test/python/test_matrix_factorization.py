@@ -151,6 +151,20 @@ def test_a_diverging_run_stops_and_reports_nulls():
     json.dumps(m, allow_nan=False)
 
 
+def test_the_task_fails_a_diverged_run_with_advice(tmp_path):
+    raw = {
+        "task": "matrix_factorization",
+        "device": "cpu",
+        "matrix": {"rows": 8, "cols": 6},
+        "adapter": {"kind": "lora", "r": 2},
+        "optimizer": {"name": "sgd", "lr": 1e6},
+        "train": {"steps": 30},
+    }
+    result, code = run_spec(raw, tmp_path / "run")
+    assert code == 1 and result["status"] == "failed"
+    assert "diverged" in result["error"]["message"] and "optimizer.lr" in result["error"]["message"]
+
+
 def test_threshold_key():
     assert [mf.threshold_key(t) for t in (1e-2, 1e-3, 1e-4, 2.5e-3, 0.5)] == [
         "1e-2",

@@ -251,7 +251,8 @@ def _fit(
     optimizer = make_optimizer(params, spec["optimizer"])
     delta_fn = delta_weight_fn(peft_model, module)
 
-    losses = torch.full((steps + 1,), float("nan"), dtype=torch.float64)  # losses[t]: after t steps
+    # losses[t]: the loss after t steps, kept on the device (no host sync per step)
+    losses = torch.full((steps + 1,), float("nan"), dtype=torch.float64, device=device)
     loss_curve: list[dict[str, Any]] = []
     rank_curve: list[dict[str, Any]] = []
 
@@ -284,7 +285,7 @@ def _fit(
         losses[steps] = final_loss
         if not record(steps, final_loss, delta):
             diverged = True
-    relative = (losses[: done + 1] - opt_loss) / init_excess
+    relative = ((losses[: done + 1] - opt_loss) / init_excess).cpu()
     finite = not diverged
     excess = final_loss - opt_loss if finite else None
     metrics = {
@@ -321,6 +322,11 @@ def run(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
     result = fit(spec, ctx.device, on_log=lambda s, n, loss, rel: ctx.step(s, n, loss, relative_excess=rel))
     metrics = result.metrics
+    if metrics["diverged"]:
+        raise RuntimeError(
+            f"training diverged (non-finite loss by step {metrics['steps_done'] + 1}); lower optimizer.lr "
+            f"(was {metrics['lr']:g} with {metrics['optimizer']})"
+        )
     out = ctx.path("adapter")
     plain = save_adapter(result.module, out, ctx=ctx, step=metrics["steps_done"])
     with torch.no_grad():
