@@ -164,3 +164,9 @@ def test_the_study_end_to_end(tmp_path):
 
     table = (run / "table.md").read_text()
     assert "| geometric | adam |" in table and "6.2x faster" in table
+
+
+def test_plan_hooks_describe_one_trial():
+    s = tiny_study()
+    assert study.lora_layer_shapes(s) == [("linear", (2, 6), (8, 2))]
+    assert study.base_parameter_count(s) == 48

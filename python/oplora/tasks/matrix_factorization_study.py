@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from ..rundir import write_bytes_atomic, write_json_atomic
-from .matrix_factorization import fit, threshold_key
+from .matrix_factorization import TARGET_MODULE, fit, threshold_key
 
 ARMS = {"MF": "lora", "OP-MF": "op-lora"}
 PAPER = {
@@ -55,6 +55,16 @@ def trial_spec(study: dict[str, Any], spectrum: str, optimizer: str, arm: str, l
             "thresholds": study["thresholds"],
         }
     )
+
+
+def lora_layer_shapes(spec: dict[str, Any]) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """For the plan: every trial adapts one (rows, cols) layer at rank r, one trial at a time."""
+    m, r = spec["matrix"], int(spec["r"])
+    return [(TARGET_MODULE, (r, int(m["cols"])), (int(m["rows"]), r))]
+
+
+def base_parameter_count(spec: dict[str, Any]) -> int:
+    return int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
 
 
 def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
