@@ -5,6 +5,7 @@ resumed == uninterrupted."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,9 +14,11 @@ import pytest
 import torch
 from oplora.runner import EXIT_OK, run_spec
 from safetensors.torch import load_file
-from tiny_llava import build_tiny_llava, llava_spec
+from tiny_llava import build_tiny_llava, llava_spec, one_thread  # noqa: F401
 
 OP_GENERATOR = {"embedding_dim": 16, "hidden_dim": 8}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +141,7 @@ def test_stock_peft_reproduces_the_trained_model_in_a_fresh_process(tiny_llava, 
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -159,7 +163,9 @@ def test_resumed_equals_uninterrupted(op_run, tmp_path):
     again = _ok(spec, resumed, resume=True)
     a, b = result["metrics"], again["metrics"]
     assert [p["step"] for p in b["loss_curve"]] == [1, 2, 3, 4]
-    assert [p["loss"] for p in b["loss_curve"]] == pytest.approx([p["loss"] for p in a["loss_curve"]], abs=1e-6)
+    assert [p["loss"] for p in b["loss_curve"]] == pytest.approx(
+        [p["loss"] for p in a["loss_curve"]], abs=1e-6
+    )
     assert b["eval_loss"] == pytest.approx(a["eval_loss"], abs=1e-6)
     wa = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     wb = load_file(str(resumed / "adapter" / "adapter_model.safetensors"))

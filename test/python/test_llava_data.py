@@ -6,7 +6,9 @@ import pytest
 import torch
 from oplora.vl.data import IGNORE, DataError, Encoder, Record, collate, load_records, pad_to_square
 from oplora.vl.train import batch_indices, masked_loss
-from tiny_llava import build_tiny_llava
+from tiny_llava import build_tiny_llava, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,9 @@ import json
 import pytest
 from oplora.runner import EXIT_INVALID, run_spec
 from oplora.vl.data import DataError, load_records
-from tiny_llava import build_tiny_llava, llava_spec
+from tiny_llava import build_tiny_llava, llava_spec, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

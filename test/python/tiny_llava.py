@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_tiny_llava.py"
 
 
@@ -59,3 +61,15 @@ def llava_spec(root: Path, **over: Any) -> dict[str, Any]:
     }
     spec.update(over)
     return spec
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """These models are tiny: one torch thread is several times faster than two OpenMP threads spinning
+    against other work on a shared 2-core machine. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
