@@ -56,7 +56,8 @@ const result = {
   warm,
   cold,
   cold_over_warm_wall: cold.wall_s / warm.wall_s,
-  note: "overhead_ratio = wall / (sum of trials' own wall_s / concurrency); 1.0 = no overhead. Shared, noisy machine: compare the two modes, not absolute times.",
+  note:
+    "overhead_ratio = wall / (sum of trials' own wall_s / concurrency); 1.0 = no overhead. A trial's wall_s is timed inside run_spec and so includes the task's first imports (torch, peft, matplotlib): in cold mode every trial pays them there, which the ratio hides; compare wall_s across modes. Shared, noisy 2-core machine.",
 };
 const outArg = process.argv.indexOf("--out");
 const outPath = outArg > 0 ? (process.argv[outArg + 1] as string) : join(import.meta.dirname, "results", "sweep.json");
