@@ -16,7 +16,11 @@ backward (which must see the very tensors of the forward). A weight access regen
 cache is stale: the generator's parameters changed in place (``_version``: an optimiser step, a load), or
 grad mode needs a graph the cache lacks (generated under ``no_grad``, or its graph was consumed by a
 backward). So calling ``op.base`` directly, e.g. a diffusers pipeline's ``pipe.unet`` under ``no_grad``
-during evaluation, always sees the current factors.
+during evaluation, always sees the current factors. To keep a weight access O(1), the parameters'
+versions are compared only after an optimiser step (a global step hook), before every forward of the base
+model (a forward pre-hook) and of ``op``, and when a factor's device no longer matches its weight's; an
+in-place edit made outside an optimiser and read through a submodule called on its own is not noticed
+until one of those.
 """
 
 from __future__ import annotations
@@ -33,9 +37,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from .config import OPLoRAConfig, resolve_formulation
 from .generator import FactorGenerator
 
-_STEP_EPOCH = [
-    0
-]  # bumped after every torch optimiser step (any optimiser): the cue for a full staleness check
+# Bumped after every torch optimiser step (any optimiser): the cue for a full staleness check.
+_STEP_EPOCH = [0]
 _STEP_HOOK: list[Any] = []
 
 
@@ -103,6 +106,11 @@ class _FactorCache:
         if self.stale(full):
             self.refresh()
 
+    def __call__(self, *_: Any) -> None:
+        """Forward pre-hook of the base model: a direct call checks every generator parameter first."""
+        if not self.closed:
+            self.refresh_if_stale(full=True)
+
     def get(self, layer: int, which: int) -> Tensor:
         if self.stale():
             self.refresh()
@@ -169,7 +177,7 @@ class OPLoRAModel(nn.Module):
         self._requires_grad = requires_grad  # base params' flags before attach, restored by collapse
         self._checkpointing_modules = [m for m in base.modules() if hasattr(m, "gradient_checkpointing")]
         # A direct call of the base model (e.g. a pipeline's pipe.unet) checks every parameter's version first.
-        self._pre_hook = base.register_forward_pre_hook(lambda *_: cache.refresh_if_stale(full=True))
+        self._pre_hook = base.register_forward_pre_hook(cache)
 
     def __getattr__(self, name: str) -> Any:
         try:

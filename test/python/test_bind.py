@@ -239,9 +239,28 @@ def test_unet_with_add_adapter_conv_and_linear(make_tiny_unet, unet_lora_config,
     assert all(p.grad is not None for p in op.generator.parameters())
 
 
-def test_moves_with_to(make_tiny_peft, tiny_input) -> None:
+def test_a_weight_read_after_an_optimiser_step_is_current(make_tiny_peft, tiny_input) -> None:
+    model = make_tiny_peft()
+    op = attach(model, CONFIG)
+    opt = torch.optim.SGD(op.generator.parameters(), lr=0.1)
+    op(tiny_input).sum().backward()
+    opt.step()
+    weight = model.base_model.model.q.lora_B["default"].weight  # no forward in between
+    with torch.no_grad():
+        assert weight.any() and torch.equal(
+            weight, op.generator()[op.layer_names.index("base_model.model.q")][1]
+        )
+
+
+def test_deepcopy_and_to_keep_their_own_current_factors(make_tiny_peft, tiny_input) -> None:
     op = attach(make_tiny_peft(), CONFIG)
     op2 = copy.deepcopy(op)
     op2.to(torch.float64)  # new storage for every parameter: the cache must not serve stale float32 factors
     y = op2(tiny_input.double())
     assert y.dtype == torch.float64 and isinstance(op2, nn.Module)
+    with torch.no_grad():
+        before = op(tiny_input)
+        for p in op2.generator.parameters():
+            p.add_(0.5)
+        assert not torch.equal(op2.base(tiny_input.double()), y)  # the copy's base uses the copy's generator
+        assert torch.equal(op.base(tiny_input), before)
