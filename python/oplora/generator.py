@@ -190,12 +190,13 @@ class FactorGenerator(nn.Module):
         device = next(iter(self.parameters())).device
         how = resolve_formulation(formulation or self.config.formulation, device)
         out: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
-        for group in self.groups:
-            if how == "batched":
-                A, B = group.batched()
-                pairs = zip(A.unbind(0), B.unbind(0), strict=True)
-            else:
-                pairs = group.loop()
-            for layer, pair in zip(group.layers, pairs, strict=True):
-                out[layer] = pair
+        with torch.autocast(device.type, enabled=False):  # float32 even inside a mixed-precision region
+            for group in self.groups:
+                if how == "batched":
+                    A, B = group.batched()
+                    pairs = zip(A.unbind(0), B.unbind(0), strict=True)
+                else:
+                    pairs = group.loop()
+                for layer, pair in zip(group.layers, pairs, strict=True):
+                    out[layer] = pair
         return out  # type: ignore[return-value]

@@ -110,6 +110,19 @@ def test_computes_in_float32_and_casts_to_each_layers_dtype() -> None:
     assert gen()[0][0].dtype == torch.bfloat16
 
 
+def test_autocast_does_not_lower_the_generators_precision() -> None:
+    gen = FactorGenerator(SHAPES, CONFIG)
+    _randomize(gen)
+    want = gen()
+    for formulation in ("batched", "loop"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = gen(formulation)
+        for (A, B), (A32, B32) in zip(got, want, strict=True):
+            assert A.dtype == B.dtype == torch.float32
+            torch.testing.assert_close(A, A32)
+            torch.testing.assert_close(B, B32)
+
+
 def test_refuses_inconsistent_shapes() -> None:
     with pytest.raises(ValueError, match="same r"):
         FactorGenerator([((4, 8), (6, 3))], CONFIG)
