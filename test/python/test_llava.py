@@ -172,3 +172,16 @@ def test_resumed_equals_uninterrupted(op_run, tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=1e-6, rtol=1e-5)
+
+
+def test_two_cpu_processes_train_and_export(tiny_llava, tmp_path):
+    """train.num_processes = 2: the run re-launches itself under `accelerate launch` (gloo on the CPU);
+    each process takes its half of every global batch, rank 0 evaluates and exports."""
+    spec = llava_spec(tiny_llava, train={"steps": 2, "batch_size": 1, "num_processes": 2})
+    spec["eval"]["vqa"] = False
+    result = _ok(spec, tmp_path / "ddp")
+    m = result["metrics"]
+    assert [p["step"] for p in m["loss_curve"]] == [1, 2] and m["eval_loss"] > 0
+    assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").exists()
+    events = [json.loads(line) for line in (tmp_path / "ddp" / "events.ndjson").read_text().splitlines()]
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2]

@@ -19,7 +19,7 @@ beforeAll(() => {
   const built = spawnSync(
     VENV_PYTHON,
     [join(REPO, "scripts", "make_tiny_llava.py"), root, "--train", "8", "--eval", "4"],
-    { encoding: "utf8" },
+    { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: "1" } },
   );
   expect(built.status, built.stderr).toBe(0);
   spec = {
@@ -49,7 +49,8 @@ describe("llava through the SDK", () => {
     expect(p.fits).toBe(true);
 
     const outDir = tempRunDir();
-    const handle = run(spec, { outDir });
+    // One torch thread: the model is tiny and the CI machine has 2 shared cores.
+    const handle = run(spec, { outDir, env: { OMP_NUM_THREADS: "1" } });
     const seen: RunEvent["type"][] = [];
     for await (const ev of handle) seen.push(ev.type);
     const result = await handle;

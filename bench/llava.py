@@ -1,0 +1,231 @@
+"""LLaVA benchmark on the CPU: OP-LoRA vs LoRA, on a small LLaVA and the generated shapes VQA set.
+
+    1. speed    step time (forward + backward + AdamW), both arms built in one process and stepped in
+                turns (interleaved), on a small LLaVA (4-layer llama, hidden 256; all LM linears, r = 8,
+                e = 128, h = 32): median ratio OP-LoRA / LoRA
+    2. memory   peak RSS of each arm while training, in its own fresh process (CPU peaks cannot be reset),
+                total and above the RSS before the first step; ratios OP-LoRA / LoRA
+    3. quality  eval loss and VQA accuracy after N steps through the real task (runner), each arm at its
+                best learning rate (by final eval loss) from a shared grid (1e-3 .. 3e-2)
+
+Runs on one CPU thread (see main).
+    python bench/llava.py --out bench/results/llava.json [--quick]
+
+Selection and reporting use the same eval set (no separate test split): read quality as indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("make_tiny_llava", ROOT / "scripts" / "make_tiny_llava.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _arm(model_dir: Path, data_dir: Path, kind: str, r: int = 8, batch: int = 4):
+    """(module, optimizer, batch) for one arm: PEFT LoRA on every LM linear, OP-LoRA attached or not."""
+    from oplora.adapter import apply_adapter
+    from oplora.vl.data import Encoder, collate, load_records
+    from oplora.vl.model import default_target_modules
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir)
+    model.requires_grad_(False)
+    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules=default_target_modules(model)))
+    adapter = {"kind": kind, "r": r, "generator": {"embedding_dim": 128, "hidden_dim": 32}}
+    module, params = apply_adapter(peft, adapter)
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    enc = Encoder(AutoProcessor.from_pretrained(model_dir), 128)
+    recs = load_records(data_dir / "train.json", data_dir / "images", "train")[:batch]
+    return module, opt, collate([enc.encode(x) for x in recs], enc), sum(p.numel() for p in params)
+
+
+def _step(module, opt, batch) -> float:
+    from oplora.vl.train import forward_logits, masked_loss
+
+    t0 = time.perf_counter()
+    total, count = masked_loss(forward_logits(module, batch), batch["labels"])
+    (total / count).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def speed(model_dir: Path, data_dir: Path, steps: int) -> dict:
+    arms = {k: _arm(model_dir, data_dir, k) for k in ("lora", "op-lora")}
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    for i in range(steps + 2):
+        for k, (module, opt, batch, _) in arms.items():
+            t = _step(module, opt, batch)
+            if i >= 2:  # warm-up
+                times[k].append(t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "median_step_s": med,
+        "step_time_ratio_op_over_lora": med["op-lora"] / med["lora"],
+        "trainable_parameters": {k: a[3] for k, a in arms.items()},
+        "steps_timed": steps,
+    }
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def memory_child(model_dir: Path, data_dir: Path, kind: str) -> None:
+    """Current RSS sampled every 2 ms while training: its peak, and the RSS before the first step."""
+    import threading
+
+    module, opt, batch, n = _arm(model_dir, data_dir, kind)
+    before = _rss_now()
+    peak, stop = [before], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_now())
+            time.sleep(0.002)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    for _ in range(3):
+        _step(module, opt, batch)
+    stop.set()
+    t.join()
+    print(json.dumps({"rss_before_training": before, "peak_rss": peak[0], "trainable_parameters": n}))
+
+
+def memory(model_dir: Path, data_dir: Path) -> dict:
+    out = {}
+    for kind in ("lora", "op-lora"):
+        p = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--memory-arm",
+                kind,
+                "--model",
+                str(model_dir),
+                "--data",
+                str(data_dir),
+            ],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+    over = {k: v["peak_rss"] - v["rss_before_training"] for k, v in out.items()}
+    return {
+        "arms": out,
+        "peak_rss_ratio_op_over_lora": out["op-lora"]["peak_rss"] / out["lora"]["peak_rss"],
+        "training_overhead_bytes": over,
+        "training_overhead_ratio_op_over_lora": over["op-lora"] / max(over["lora"], 1),
+    }
+
+
+def quality(model_dir: Path, data_dir: Path, steps: int, grid: dict[str, list[float]], work: Path) -> dict:
+    from oplora.runner import run_spec
+
+    runs = []
+    for kind, lrs in grid.items():
+        for lr in lrs:
+            spec = {
+                "task": "llava",
+                "device": "cpu",
+                "seed": 0,
+                "model": {"pretrained": str(model_dir)},
+                "adapter": {"kind": kind, "r": 8, "generator": {"embedding_dim": 128, "hidden_dim": 32}}
+                if kind == "op-lora"
+                else {"kind": kind, "r": 8},
+                "data": {
+                    "train_json": str(data_dir / "train.json"),
+                    "image_folder": str(data_dir / "images"),
+                    "eval_json": str(data_dir / "eval.json"),
+                    "max_length": 64,
+                },
+                "optimizer": {"lr": lr},
+                "train": {"steps": steps, "batch_size": 8, "log_every": steps},
+                "eval": {"batch_size": 16, "max_new_tokens": 3},
+            }
+            t0 = time.perf_counter()
+            result, code = run_spec(spec, work / f"{kind}-{lr:g}")
+            if code != 0:
+                raise RuntimeError(f"{kind} lr={lr}: {result and result['error']}")
+            m = result["metrics"]
+            runs.append(
+                {
+                    "kind": kind,
+                    "lr": lr,
+                    "eval_loss": m["eval_loss"],
+                    "vqa_accuracy": m["vqa_accuracy"],
+                    "final_train_loss": m["final_loss"],
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            print(json.dumps(runs[-1]), flush=True)
+    best = {k: min((r for r in runs if r["kind"] == k), key=lambda r: r["eval_loss"]) for k in grid}
+    return {"steps": steps, "grid": grid, "runs": runs, "best": best}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "llava.json")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--memory-arm")
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--data", type=Path)
+    a = ap.parse_args()
+    if a.memory_arm:
+        memory_child(a.model, a.data, a.memory_arm)
+        return
+    # One thread: these models are tiny, and on a shared 2-core machine several OpenMP threads spin against
+    # each other (measured here: 20x slower steps with 2 threads under load).
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="oplora-bench-llava-"))
+    mk = _builder()
+    t0 = time.perf_counter()
+    small = work / "small"
+    mk.build_model(small, image_size=32, hidden=256, layers=4)
+    mk.build_data(small, n_train=16, n_eval=4)
+    tiny = work / "tiny"
+    mk.build_model(tiny, image_size=32, hidden=64, layers=2)
+    mk.build_data(tiny, n_train=128, n_eval=32)
+    result = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__}}
+    result["speed"] = speed(small / "model", small / "data", 4 if a.quick else 10)
+    print(json.dumps(result["speed"]), flush=True)
+    result["memory"] = memory(small / "model", small / "data")
+    print(json.dumps({k: v for k, v in result["memory"].items() if k != "arms"}), flush=True)
+    lrs = [1e-3, 3e-3, 1e-2, 3e-2]
+    grid = {"lora": lrs, "op-lora": lrs}
+    if a.quick:
+        grid = {"lora": [1e-2], "op-lora": [3e-3]}
+    result["quality"] = quality(tiny / "model", tiny / "data", 30 if a.quick else 100, grid, work / "runs")
+    result["wall_s"] = time.perf_counter() - t0
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({"best": result["quality"]["best"], "wall_s": result["wall_s"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
