@@ -1,4 +1,5 @@
-"""Several data-parallel processes for one run: re-run the task under `accelerate launch`.
+"""Several data-parallel processes for one run: re-run the task under `accelerate launch` (GPU) or
+`torch.distributed.run` (CPU, gloo).
 
     runner (parent) ── task.run(spec, ctx): train.num_processes > 1, not yet inside a launch
         └─ accelerate launch --num_processes N [--cpu] -m oplora.launch SPEC RUN_DIR EVENTS METRICS
@@ -26,11 +27,34 @@ from typing import Any
 from .training import in_distributed_launch
 
 _RELAY = {"step", "eval", "checkpoint", "artifact"}
+_CHILD_ENV = "OPLORA_LAUNCHED"
 
 
 def launch_command(n: int, cpu: bool, args: list[str], port: int | None = None) -> list[str]:
-    """`python -m accelerate.commands.launch ...` running `python -m oplora.launch ARGS` on n processes."""
-    cmd = [
+    """The command running `python -m oplora.launch ARGS` on n local processes.
+
+    GPU: `accelerate launch --multi_gpu`. CPU: accelerate 1.15's `launch --cpu` starts a single process
+    (its simple launcher), so CPU runs use torch's own launcher (`torch.distributed.run`, as `torchrun`);
+    accelerate then sees WORLD_SIZE/RANK and picks MULTI_CPU with gloo."""
+    port = port if port is not None else 29500
+    if cpu:
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(n),
+            "--nnodes",
+            "1",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            "-m",
+            "oplora.launch",
+            *args,
+        ]
+    return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
@@ -42,11 +66,13 @@ def launch_command(n: int, cpu: bool, args: list[str], port: int | None = None) 
         "no",
         "--dynamo_backend",
         "no",
+        "--multi_gpu",
+        "--main_process_port",
+        str(port),
+        "-m",
+        "oplora.launch",
+        *args,
     ]
-    cmd += ["--cpu"] if cpu else ["--multi_gpu"]
-    if port is not None:
-        cmd += ["--main_process_port", str(port)]
-    return [*cmd, "-m", "oplora.launch", *args]
 
 
 def _free_port() -> int:
@@ -79,15 +105,15 @@ def relaunch_if_needed(spec: dict[str, Any], ctx: Any) -> dict[str, Any] | None:
     """Run the spec on `train.num_processes` processes and return rank 0's metrics; None when this process
     should train itself (one process, or already inside a launch)."""
     n = int(spec.get("train", {}).get("num_processes", 1))
-    if n <= 1 or in_distributed_launch():
-        return None
+    if n <= 1 or in_distributed_launch() or os.environ.get(_CHILD_ENV):
+        return None  # _CHILD_ENV: never relaunch from a launched child, whatever the launcher set
     tmp = Path(tempfile.mkdtemp(prefix="oplora-launch-"))
     spec_path, events, metrics = tmp / "spec.json", tmp / "events.ndjson", tmp / "metrics.json"
     spec_path.write_text(json.dumps(spec))
     events.touch()
     cpu = getattr(ctx.device, "type", "cpu") == "cpu"
     cmd = launch_command(n, cpu, [str(spec_path), str(ctx.run_dir), str(events), str(metrics)], _free_port())
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), _CHILD_ENV: "1"}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         with open(events, encoding="utf-8") as f:
@@ -138,6 +164,7 @@ def main(argv: list[str]) -> int:
     from .events import EventSink
     from .runner import TASK_MODULES, Cancelled, RunContext, _raise_cancelled
 
+    os.environ[_CHILD_ENV] = "1"  # a launched child trains itself, never launches again
     spec_path, run_dir, events, metrics = (Path(a) for a in argv)
     spec = json.loads(spec_path.read_text())
     rank = int(os.environ.get("RANK", "0"))

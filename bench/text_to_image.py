@@ -1,0 +1,192 @@
+"""Text-to-image benchmark on the CPU: OP-LoRA vs LoRA on a small (not tiny) SD UNet (64/128 channels,
+2 layers per block; scripts/make_tiny_sd.py --small), resolution 32, batch 2, r = 8, attention targets.
+
+    1. speed    training step (text encode + UNet forward + backward + AdamW) of both arms built in one
+                process and stepped in turns (interleaved): median step time, ratio OP-LoRA / LoRA, and
+                the generator's share (its forward + backward alone, against the OP-LoRA step)
+    2. memory   peak RSS of each arm while training, each in its own fresh process (CPU peaks cannot be
+                reset): ratio OP-LoRA / LoRA
+    3. quality  mean training loss over the last 10 of N steps through the real task (runner), each arm at
+                its best lr from a small grid, on the generated coloured-shapes style set. The data, noise
+                and timesteps of step s are identical in every run (seeded by step), so losses are paired.
+
+    python bench/text_to_image.py [--out bench/results/text_to_image.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "test" / "python"))
+
+
+def _spec(assets: Path, kind: str, lr: float, steps: int) -> dict:
+    return {
+        "task": "text_to_image",
+        "device": "cpu",
+        "seed": 0,
+        "model": {"pretrained": str(assets / "sd")},
+        "adapter": {"kind": kind, "r": 8},
+        "data": {"folder": str(assets / "data" / "train"), "resolution": 32, "random_flip": True},
+        "optimizer": {"lr": lr},
+        "train": {"steps": steps, "batch_size": 2},
+        "eval": {"prompts": []},
+    }
+
+
+def _trainer(assets: Path, kind: str):
+    import torch
+    from oplora.environment import resolve_device
+    from oplora.events import EventSink
+    from oplora.runner import RunContext
+    from oplora.spec import validate_spec
+    from oplora.tasks.text_to_image import _apply_adapter, _Trainer
+    from oplora.training import build_optimizer
+
+    spec = validate_spec(_spec(assets, kind, 1e-4, 10))
+    ctx = RunContext(
+        spec=spec, run_dir=Path(tempfile.mkdtemp()), events=EventSink(None), device=resolve_device("cpu")
+    )
+    t = _Trainer(spec, ctx)
+    module, params = _apply_adapter(t.denoiser, spec["adapter"])
+    opt = build_optimizer(params, spec["optimizer"])
+
+    def step(u: int) -> None:
+        loss = t._micro_step(module, u, 2)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, module, torch
+
+
+def speed(assets: Path, n: int) -> dict:
+    lora_step, _, _ = _trainer(assets, "lora")
+    op_step, op, torch = _trainer(assets, "op-lora")
+    times: dict[str, list[float]] = {"lora": [], "op-lora": []}
+    for u in range(n + 2):  # interleaved; the first two rounds warm up
+        for name, fn in (("lora", lora_step), ("op-lora", op_step)):
+            t0 = time.perf_counter()
+            fn(u)
+            if u >= 2:
+                times[name].append(time.perf_counter() - t0)
+    gen = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        factors = op.generator()
+        outs = [x for pair in factors for x in pair]
+        torch.autograd.backward(outs, [torch.ones_like(x) for x in outs])
+        gen.append(time.perf_counter() - t0)
+    lo, opm, gm = (statistics.median(v) for v in (times["lora"], times["op-lora"], gen))
+    return {
+        "steps_timed": n,
+        "lora_step_s": lo,
+        "oplora_step_s": opm,
+        "ratio_oplora_over_lora": opm / lo,
+        "generator_fwd_bwd_s": gm,
+        "generator_share_of_oplora_step": gm / opm,
+    }
+
+
+def _memory_child(assets: str, kind: str, steps: int) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step, module, _ = _trainer(Path(assets), kind)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for u in range(steps):
+        step(u)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "peak_rss_bytes": peak * 1024,
+                "loaded_rss_bytes": loaded * 1024,
+                "start_rss_bytes": before * 1024,
+            }
+        )
+    )
+
+
+def memory(assets: Path, steps: int) -> dict:
+    out = {}
+    for kind in ("lora", "op-lora"):
+        p = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(assets), kind, str(steps)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+    out["peak_ratio_oplora_over_lora"] = out["op-lora"]["peak_rss_bytes"] / out["lora"]["peak_rss_bytes"]
+    grow = {k: out[k]["peak_rss_bytes"] - out[k]["loaded_rss_bytes"] for k in ("lora", "op-lora")}
+    out["training_growth_bytes"] = grow
+    return out
+
+
+def quality(assets: Path, steps: int, grid: dict[str, list[float]]) -> dict:
+    from oplora.runner import run_spec
+
+    out: dict = {"steps": steps, "grid": grid, "runs": {}}
+    for kind, lrs in grid.items():
+        for lr in lrs:
+            res, code = run_spec(_spec(assets, kind, lr, steps), Path(tempfile.mkdtemp()) / "run")
+            assert code == 0, res and res["error"]
+            curve = [v for _, v in res["metrics"]["loss_curve"]]
+            out["runs"][f"{kind}@{lr:g}"] = {
+                "last10_mean_loss": statistics.fmean(curve[-10:]),
+                "first10_mean_loss": statistics.fmean(curve[:10]),
+            }
+    for kind in grid:
+        best = min((v["last10_mean_loss"], k) for k, v in out["runs"].items() if k.startswith(kind + "@"))
+        out[f"best_{kind}"] = {"run": best[1], "last10_mean_loss": best[0]}
+    out["best_loss_ratio_oplora_over_lora"] = (
+        out["best_op-lora"]["last10_mean_loss"] / out["best_lora"]["last10_mean_loss"]
+    )
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
+        import torch
+
+        torch.set_num_threads(1)
+        _memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "text_to_image.json")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    import torch
+    from tiny_sd import build_tiny_sd
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    assets = build_tiny_sd(small=True)
+    q = a.quick
+    grid = (
+        {"lora": [3e-4, 1e-3, 3e-3], "op-lora": [3e-4, 1e-3, 3e-3]}
+        if not q
+        else {"lora": [1e-3], "op-lora": [1e-3]}
+    )
+    result = {
+        "setup": "SD UNet 64/128 ch, 2 layers/block, res 32, batch 2, r=8, to_q/k/v/out.0, AdamW, 1 CPU thread",
+        "speed": speed(assets, 3 if q else 8),
+        "memory": memory(assets, 2 if q else 4),
+        "quality": quality(assets, 12 if q else 40, grid),
+    }
+    result["wall_s"] = time.perf_counter() - t0
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
