@@ -128,7 +128,8 @@ def _plain(module: Any) -> Any:
     """The PEFT model inside an OP-LoRA wrapper (or the module itself), with OP-LoRA's factors regenerated
     from the generator's current parameters, so calls that bypass the wrapper (generate) see them."""
     if hasattr(module, "regenerate"):
-        module.regenerate()
+        with torch.no_grad():  # no graph: the next training forward regenerates with one
+            module.regenerate()
     return getattr(module, "base", module)
 
 
@@ -137,6 +138,8 @@ def _plain(module: Any) -> Any:
 
 def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from ..adapter import count_parameters, set_seed
+    from ..launch import relaunch_if_needed
+    from ..plan import plan as make_plan
     from ..training import (
         build_accelerator,
         build_lr_scheduler,
@@ -154,9 +157,6 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     t_start = time.perf_counter()
     train, ev = spec["train"], spec["eval"]
     _, encoder, records, eval_records = check_inputs(spec)
-    from ..launch import relaunch_if_needed
-    from ..plan import plan as make_plan
-
     plan = make_plan(spec)
     if spec["check_memory"]:
         check_memory(spec, plan)
@@ -206,7 +206,11 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             idx = batch_indices(
                 len(records), train["batch_size"], spec["seed"], step * accum + micro, rank, world
             )
-            batch = to_device(collate([encoder.encode(records[i]) for i in idx], encoder), device, dtype)
+            try:
+                items = [encoder.encode(records[i]) for i in idx]
+            except DataError as e:  # seen only when a record is first encoded (image tokens truncated)
+                raise InputError(str(e)) from e
+            batch = to_device(collate(items, encoder), device, dtype)
             n_tok = int(batch["attention_mask"].sum())
             tokens, session_tokens = tokens + n_tok, session_tokens + n_tok
             with accelerator.accumulate(module), accelerator.autocast():
@@ -282,6 +286,8 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             metrics["merged_path"] = ctx.rel(merged_dir)
     metrics["peak_memory_bytes"] = peak_memory_bytes(device)
     metrics["train_seconds"] = train_s
+    # Tokens of every process (each encodes its own share of the global batch).
+    session_tokens = int(accelerator.reduce(torch.tensor(session_tokens, device=device), "sum"))
     metrics["tokens_per_second"] = session_tokens / wall_train if wall_train > 0 else None
     metrics["tokens"] = tokens
     metrics["wall_seconds"] = time.perf_counter() - t_start
