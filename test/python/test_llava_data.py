@@ -141,3 +141,47 @@ def test_default_targets_are_the_language_model_linears(tiny_llava):
         if "lora_A" in n
     }
     assert injected == {n: a for n, a, _ in shapes}
+
+
+# llava-hf's own template style: images first, text after, `{% generation %}` around the assistant's text,
+# no EOS after an assistant turn, "ASSISTANT:" as the generation prompt.
+LLAVA_HF_STYLE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def test_masking_with_a_llava_hf_style_template(processor, records):
+    import copy
+
+    p = copy.copy(processor)
+    p.chat_template = LLAVA_HF_STYLE
+    enc = Encoder(p, 128)
+    answer = records[0].messages[-1]["content"][0]["text"]
+    assert _labelled_tokens(processor, enc.encode(_two_turns(records[0]))) == [
+        answer,
+        "</s>",
+        "circle",
+        "</s>",
+    ]
+    prompt = processor.tokenizer.convert_ids_to_tokens(enc.prompt(records[0])["input_ids"])
+    assert prompt[-2:] == ["ASSISTANT", ":"] and answer not in prompt
+
+
+def test_vqa_answers_come_from_the_record_or_the_last_answer(tiny_llava, tmp_path):
+    import json
+
+    base = {"image": "train_0000.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat color?"}, {"from": "gpt", "value": "red"}]}  # fmt: skip
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([base, {**base, "id": "b", "answers": ["red", "dark red", "red"]}]))
+    a, b = load_records(path, tiny_llava / "data" / "images", "data.eval_json")
+    assert a.answers == ["red"] and b.answers == ["red", "dark red", "red"] and a.id == "0"
+    path.write_text(json.dumps([{**base, "answers": "red"}]))
+    with pytest.raises(DataError, match=r"data.eval_json: record 0 \(id '0'\): 'answers' must be"):
+        load_records(path, tiny_llava / "data" / "images", "data.eval_json")
