@@ -34,12 +34,12 @@ def _ok(spec, out, resume=False):
 
 @pytest.fixture(scope="module")
 def lora_run(tiny_llava, tmp_path_factory):
-    """LoRA with accumulation, the projector trained in full, merged weights exported."""
+    """LoRA with accumulation, a data-loader worker, the projector trained in full, merged weights exported."""
     spec = llava_spec(
         tiny_llava,
         adapter={"kind": "lora", "r": 4, "train_projector": True},
         optimizer={"lr": 3e-3, "projector_lr": 1e-3},
-        train={"steps": 3, "batch_size": 2, "gradient_accumulation_steps": 2},
+        train={"steps": 3, "batch_size": 2, "gradient_accumulation_steps": 2, "dataloader_num_workers": 1},
         export={"merged": True, "reference_logits": True},
     )
     out = tmp_path_factory.mktemp("llava") / "lora"

@@ -152,7 +152,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         save_checkpoint,
     )
     from ..vl.data import collate
-    from ..vl.train import batch_indices, evaluate, forward_logits, masked_loss, to_device
+    from ..vl.train import MicroBatches, evaluate, forward_logits, masked_loss, micro_batch_loader, to_device
 
     t_start = time.perf_counter()
     train, ev = spec["train"], spec["eval"]
@@ -198,19 +198,19 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             ctx.artifact("predictions", path, step=at)
         return m
 
+    micro_batches = MicroBatches(
+        records, encoder, train["batch_size"], spec["seed"], step * accum, train["steps"] * accum, rank, world
+    )
+    batches = iter(micro_batch_loader(micro_batches, train["dataloader_num_workers"]))
     t_train, train_s, session_tokens = time.perf_counter(), 0.0, 0
     while step < train["steps"]:
         t0 = time.perf_counter()
         step_loss = 0.0
-        for micro in range(accum):
-            idx = batch_indices(
-                len(records), train["batch_size"], spec["seed"], step * accum + micro, rank, world
-            )
+        for _micro in range(accum):
             try:
-                items = [encoder.encode(records[i]) for i in idx]
+                batch = to_device(next(batches), device, dtype)
             except DataError as e:  # seen only when a record is first encoded (image tokens truncated)
                 raise InputError(str(e)) from e
-            batch = to_device(collate(items, encoder), device, dtype)
             n_tok = int(batch["attention_mask"].sum())
             tokens, session_tokens = tokens + n_tok, session_tokens + n_tok
             with accelerator.accumulate(module), accelerator.autocast():

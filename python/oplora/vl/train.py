@@ -32,6 +32,37 @@ def batch_indices(n: int, batch_size: int, seed: int, micro: int, rank: int = 0,
     return [_permutation(n, seed, p // n)[p % n] for p in range(start, start + batch_size)]
 
 
+class MicroBatches(torch.utils.data.Dataset):
+    """Item i = the collated micro-batch `start + i` of this process: a map-style dataset, so a DataLoader
+    with workers encodes and decodes images ahead of the loop while the order stays a function of i."""
+
+    def __init__(
+        self, records: list[Record], encoder: Encoder, batch_size: int, seed: int, start: int, stop: int,
+        rank: int = 0, world: int = 1,
+    ) -> None:  # fmt: skip
+        self.records, self.encoder, self.batch_size, self.seed = records, encoder, batch_size, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        idx = batch_indices(
+            len(self.records), self.batch_size, self.seed, self.start + i, self.rank, self.world
+        )
+        return collate([self.encoder.encode(self.records[j]) for j in idx], self.encoder)
+
+
+def micro_batch_loader(dataset: MicroBatches, num_workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        prefetch_factor=2 if num_workers else None,
+    )
+
+
 def masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token cross-entropy over labelled tokens, their count). logits (B, T, V), labels (B, T)."""
     shift_logits = logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
