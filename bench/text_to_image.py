@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -98,21 +97,15 @@ def speed(assets: Path, n: int) -> dict:
 
 
 def _memory_child(assets: str, kind: str, steps: int) -> None:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step, module, _ = _trainer(Path(assets), kind)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    import torch
+    from oplora.training import peak_memory_bytes  # VmHWM: ru_maxrss would carry the parent's peak
+
+    cpu = torch.device("cpu")
+    step, _, _ = _trainer(Path(assets), kind)
+    loaded = peak_memory_bytes(cpu)
     for u in range(steps):
         step(u)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        json.dumps(
-            {
-                "peak_rss_bytes": peak * 1024,
-                "loaded_rss_bytes": loaded * 1024,
-                "start_rss_bytes": before * 1024,
-            }
-        )
-    )
+    print(json.dumps({"peak_rss_bytes": peak_memory_bytes(cpu), "loaded_rss_bytes": loaded}))
 
 
 def memory(assets: Path, steps: int) -> dict:

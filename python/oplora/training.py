@@ -204,9 +204,16 @@ def reset_peak_memory(device: torch.device) -> None:
 
 def peak_memory_bytes(device: torch.device) -> int:
     """CUDA: max memory allocated on `device` since the last reset. CPU: the process's peak resident set
-    size (ru_maxrss; kilobytes on Linux, bytes on macOS), i.e. everything the process ever held."""
+    size: VmHWM from /proc/self/status on Linux (ru_maxrss survives exec, so it would report the parent's
+    peak, e.g. Node's), ru_maxrss elsewhere (kilobytes on Linux, bytes on macOS)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
     import sys
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The real text-to-image comparison, for a machine with a CUDA GPU and the weights (not run in CI):
+# LoRA vs OP-LoRA at equal rank on SDXL (or SD 1.5), same data, steps and seed; each run's result.json holds
+# the loss curve, CMMD over steps (eval_every), sample images, adapters, peak memory and steps/s.
+#
+#   scripts/gpu-text-to-image.sh DATA_DIR REFERENCE_DIR [MODEL] [OUT_DIR]
+#     DATA_DIR        imagefolder: images + metadata.jsonl {"file_name", "text"} (e.g. WikiArt Monet, Naruto)
+#     REFERENCE_DIR   held-out images (+ metadata.jsonl captions) for CMMD
+#     MODEL           default stabilityai/stable-diffusion-xl-base-1.0 (or runwayml/stable-diffusion-v1-5)
+#   env: STEPS (1000) RANK (4) RES (1024 SDXL / 512 SD) LORA_LR (1e-4) OPLORA_LR (1e-3) VAE (madebyollin/sdxl-vae-fp16-fix for SDXL)
+set -euo pipefail
+DATA=${1:?data folder}; REF=${2:?reference folder}
+MODEL=${3:-stabilityai/stable-diffusion-xl-base-1.0}; OUT=${4:-runs/t2i-$(date +%Y%m%d-%H%M%S)}
+PY=${OPLORA_PYTHON:-.venv/bin/python}
+STEPS=${STEPS:-1000}; RANK=${RANK:-4}; LORA_LR=${LORA_LR:-1e-4}; OPLORA_LR=${OPLORA_LR:-1e-3}
+case "$MODEL" in *xl*) RES=${RES:-1024}; VAE=${VAE:-madebyollin/sdxl-vae-fp16-fix};; *) RES=${RES:-512}; VAE=${VAE:-};; esac
+"$PY" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU: this script is for GPU machines')"
+mkdir -p "$OUT"
+for KIND in lora op-lora; do
+  LR=$([ "$KIND" = lora ] && echo "$LORA_LR" || echo "$OPLORA_LR")
+  "$PY" - "$OUT/spec-$KIND.json" <<PY
+import json, sys
+spec = {
+  "task": "text_to_image", "device": "cuda", "seed": 0,
+  "model": {"pretrained": "$MODEL", **({"vae": "$VAE"} if "$VAE" else {})},
+  "adapter": {"kind": "$KIND", "r": $RANK},
+  "data": {"folder": "$DATA", "resolution": $RES, "random_flip": True},
+  "optimizer": {"name": "adamw", "lr": $LR},
+  "train": {"steps": $STEPS, "batch_size": 1, "gradient_accumulation_steps": 4, "mixed_precision": "fp16",
+            "gradient_checkpointing": True, "lr_scheduler": "constant", "lr_warmup_steps": 0,
+            "checkpoint_every": 250, "eval_every": 250, "snr_gamma": 5.0},
+  "eval": {"prompts": [], "reference_folder": "$REF", "cmmd_num_images": 64, "num_inference_steps": 30},
+}
+json.dump(spec, open(sys.argv[1], "w"), indent=2)
+PY
+  echo "== $KIND (lr $LR, r $RANK) -> $OUT/$KIND"
+  "$PY" -m oplora run "$OUT/spec-$KIND.json" --out "$OUT/$KIND" || echo "$KIND failed (see $OUT/$KIND/result.json)"
+done
+"$PY" - "$OUT" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+rows = {}
+for kind in ("lora", "op-lora"):
+    r = json.loads((out / kind / "result.json").read_text())
+    m = r.get("metrics") or {}
+    rows[kind] = {k: m.get(k) for k in ("cmmd", "cmmd_curve", "final_loss", "peak_memory_bytes", "steps_per_s",
+                                        "lora_parameters", "generator_parameters")} | {"status": r["status"]}
+(out / "comparison.json").write_text(json.dumps(rows, indent=2))
+print(json.dumps({k: {x: v[x] for x in ("status", "cmmd", "final_loss", "peak_memory_bytes")} for k, v in rows.items()}, indent=2))
+PY
