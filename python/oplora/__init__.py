@@ -14,6 +14,8 @@ The public names are loaded on first use, so `import oplora` (and the CLI's spec
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -32,7 +34,19 @@ _EXPORTS = {
     "InputError": "oplora.runner",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "FactorGenerator",
+    "InputError",
+    "OPLoRAConfig",
+    "OPLoRAModel",
+    "SpecError",
+    "attach",
+    "collapse",
+    "load_generator",
+    "run_spec",
+    "save_generator",
+    "validate_spec",
+]
 
 if TYPE_CHECKING:
     from .bind import OPLoRAModel, attach
@@ -47,6 +61,26 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
+        if name != "collapse":
+            globals()[name] = value
         return value
     raise AttributeError(f"module 'oplora' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """`collapse` names both a submodule and the public function. Importing the submodule makes Python set
+    `oplora.collapse` to the module; this property (a data descriptor, so it wins over the module's dict)
+    keeps `from oplora import collapse` the function whatever was imported first."""
+
+    @property
+    def collapse(self) -> Any:
+        from .collapse import collapse
+
+        return collapse
+
+    @collapse.setter
+    def collapse(self, _value: Any) -> None:
+        pass  # the import system recording the submodule: `oplora.collapse` stays the function
+
+
+sys.modules[__name__].__class__ = _Package

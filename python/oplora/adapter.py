@@ -22,7 +22,8 @@ def lora_alpha(adapter: dict[str, Any]) -> float:
 def apply_adapter(peft_model: nn.Module, adapter: dict[str, Any]) -> tuple[nn.Module, list[nn.Parameter]]:
     """Returns (module to call while training, its trainable parameters)."""
     if adapter["kind"] == "op-lora":
-        from . import OPLoRAConfig, attach
+        from .bind import attach
+        from .config import OPLoRAConfig
 
         op = attach(peft_model, OPLoRAConfig(**adapter["generator"]))
         return op, list(op.generator.parameters())
@@ -34,7 +35,8 @@ def apply_adapter(peft_model: nn.Module, adapter: dict[str, Any]) -> tuple[nn.Mo
 
 def finalize_adapter(module: nn.Module) -> nn.Module:
     """The plain PEFT model: collapsed if OP-LoRA (generator gone), unchanged if LoRA."""
-    from . import OPLoRAModel, collapse
+    from .bind import OPLoRAModel
+    from .collapse import collapse
 
     return collapse(module) if isinstance(module, OPLoRAModel) else module
 
