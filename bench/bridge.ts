@@ -69,8 +69,12 @@ const results = {
 const fmt = (x: number) => x.toFixed(2).padStart(10);
 console.log("bridge latency");
 console.log(`  quick call   cold start ${fmt(coldStartMs)} ms`);
-console.log(`  quick call   median     ${fmt(results.quick_call.median_ms)} ms   p99 ${fmt(results.quick_call.p99_ms)} ms   (${calls} calls)`);
-console.log(`  job          first event median ${fmt(results.job.spawn_to_first_event_median_ms)} ms   max ${fmt(results.job.spawn_to_first_event_max_ms)} ms   (${runs} runs)`);
+console.log(
+  `  quick call   median     ${fmt(results.quick_call.median_ms)} ms   p99 ${fmt(results.quick_call.p99_ms)} ms   (${calls} calls)`,
+);
+console.log(
+  `  job          first event median ${fmt(results.job.spawn_to_first_event_median_ms)} ms   max ${fmt(results.job.spawn_to_first_event_max_ms)} ms   (${runs} runs)`,
+);
 console.log(`  job          result median      ${fmt(results.job.spawn_to_result_median_ms)} ms`);
 const out = join(dirname(fileURLToPath(import.meta.url)), "results", "bridge.json");
 mkdirSync(dirname(out), { recursive: true });

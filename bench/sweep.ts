@@ -22,7 +22,7 @@ const base: SpecInput = {
   train: { steps: 50, log_every: 10 },
 };
 const plan = {
-  axes: { "adapter.kind": ["lora", "op-lora"], "optimizer.lr": quick ? [1e-2] : [1e-3, 3e-3, 1e-2] },
+  axes: { "adapter.kind": ["lora", "op-lora"] as const, "optimizer.lr": quick ? [1e-2] : [1e-3, 3e-3, 1e-2] },
   seeds: [0, 1, 2, 3],
 };
 
@@ -56,11 +56,11 @@ const result = {
   warm,
   cold,
   cold_over_warm_wall: cold.wall_s / warm.wall_s,
-  note:
-    "overhead_ratio = wall / (sum of trials' own wall_s / concurrency); 1.0 = no overhead. A trial's wall_s is timed inside run_spec and so includes the task's first imports (torch, peft, matplotlib): in cold mode every trial pays them there, which the ratio hides; compare wall_s across modes. Shared, noisy 2-core machine.",
+  note: "overhead_ratio = wall / (sum of trials' own wall_s / concurrency); 1.0 = no overhead. A trial's wall_s is timed inside run_spec and so includes the task's first imports (torch, peft, matplotlib): in cold mode every trial pays them there, which the ratio hides; compare wall_s across modes. Shared, noisy 2-core machine.",
 };
 const outArg = process.argv.indexOf("--out");
-const outPath = outArg > 0 ? (process.argv[outArg + 1] as string) : join(import.meta.dirname, "results", "sweep.json");
+const outPath =
+  outArg > 0 ? (process.argv[outArg + 1] as string) : join(import.meta.dirname, "results", "sweep.json");
 mkdirSync(dirname(outPath), { recursive: true });
 writeFileSync(outPath, `${JSON.stringify(result, null, 2)}\n`);
 console.log(JSON.stringify({ cold_over_warm_wall: result.cold_over_warm_wall }));
