@@ -10,7 +10,7 @@
    linears, batch 4x128, vocab 2048): OP-LoRA (attach, default config) vs plain PEFT LoRA, as a ratio,
    with torch's default AdamW and with fused AdamW (OP-LoRA's optimiser updates (h+1)x as many values).
 
-    python bench/generator.py --out bench/results/generator.json [--device cpu|cuda] [--quick]
+    python bench/generator.py --out bench/results/generator.json [--device cpu|cuda] [--quick] [--threads N]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import statistics
 import sys
@@ -93,6 +94,7 @@ def bench_generator(device: torch.device, reps: int, scale: float) -> dict:
         "other_grouping_groups": len(other.groups),
         "generator_params": sum(p.numel() for p in gen.parameters()),
         "median_ms": medians,
+        "min_ms": {k: min(v) for k, v in samples.items()},
         "samples_ms": samples,
         "ratio_batched_over_loop": medians["batched"] / medians["loop"],
         "auto": {"picks": auto, "fastest": fastest, "ok": auto == fastest},
@@ -154,6 +156,7 @@ def bench_train_step(device: torch.device, reps: int) -> dict:
         "generator_params": op.num_generator_parameters(),
         "formulation": op.formulation,
         "median_ms": medians,
+        "min_ms": {k: min(v) for k, v in samples.items()},
         "samples_ms": samples,
         "ratio_oplora_over_lora": medians["oplora"] / medians["lora"],
         "ratio_oplora_over_lora_fused_adamw": medians["oplora_fused_adamw"] / medians["lora_fused_adamw"],
@@ -165,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/generator.json"))
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--quick", action="store_true", help="a quarter of the SDXL set, fewer repetitions")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a busy machine"
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: CUDA is not available on this machine", file=sys.stderr)
         return 2
@@ -178,18 +186,27 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "quick": args.quick,
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
     }
     gen = bench_generator(device, reps, scale=0.25 if args.quick else 1.0)
     step = bench_train_step(device, reps=3 if args.quick else 6)
 
+    info["loadavg_after"] = os.getloadavg()
     g, s = gen["median_ms"], step["median_ms"]
     print(f"device {args.device} ({info['device']}), torch {info['torch']}, {info['threads']} threads")
+    busiest = max(info["loadavg_before"][0], info["loadavg_after"][0])
+    if device.type == "cpu" and busiest > (os.cpu_count() or 1):
+        print(
+            f"warning: load average up to {busiest:.1f} on {os.cpu_count()} CPUs: other work skewed these timings"
+        )
     print(
         f"\ngenerator fwd+bwd, SDXL-shaped set: {gen['layers']} layers, {gen['generator_params'] / 1e6:.0f}M params, "
         f"{gen['groups']} groups (other grouping: {gen['other_grouping_groups']}); median of {reps}"
     )
     for name in ("loop", "batched", "batched_other_grouping"):
-        print(f"  {name:<24} {g[name]:9.1f} ms   {g[name] / g['loop']:5.2f}x loop")
+        ratio = g[name] / g["loop"]
+        print(f"  {name:<24} {g[name]:9.1f} ms  (min {gen['min_ms'][name]:7.1f})   {ratio:5.2f}x loop")
     verdict = "faster" if gen["auto"]["ok"] else "SLOWER"
     print(f"  auto picks {gen['auto']['picks']!r}: the {verdict} formulation here")
     print(
@@ -204,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         (f"generator alone ({step['formulation']})", "oplora_generator_only", None),
     ]
     for label, key, ratio in rows:
-        print(f"  {label:<30} {s[key]:9.1f} ms" + (f"   {ratio:5.2f}x LoRA" if ratio is not None else ""))
+        line = f"  {label:<30} {s[key]:9.1f} ms  (min {step['min_ms'][key]:7.1f})"
+        print(line + (f"   {ratio:5.2f}x LoRA" if ratio is not None else ""))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({**info, "generator": gen, "train_step": step}, indent=2) + "\n")

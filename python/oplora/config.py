@@ -70,16 +70,18 @@ class OPLoRAConfig:
 
 
 def resolve_formulation(formulation: str, device: torch.device | str) -> Literal["batched", "loop"]:
-    """Resolves ``"auto"`` for a device: ``"batched"`` everywhere.
+    """Resolves ``"auto"`` for a device: ``"batched"`` on every device.
 
-    Measured with ``bench/generator.py`` (SDXL-shaped set, 560 layers, r = 4, h = 32): with the batched
-    path's custom backward (outer products by broadcasting, not a k = 1 ``bmm``) and groups split into
-    chunks of at most 16 MiB per stacked weight, batched beats the per-layer loop on a 2-core CPU too;
-    on CUDA the loop's thousands of kernel launches dominate.
+    Measured with ``bench/generator.py`` (SDXL-shaped set: 560 layers, r = 4, h = 32, 194M generator
+    parameters, forward + backward, 2-core CPU, torch 2.13, median of 5): batched 287 ms vs per-layer
+    loop 529 ms with 2 threads (443 vs 533 ms with 1). The batched path wins on the CPU too once its
+    backward forms outer products by broadcasting (not a k = 1 ``bmm``: design.md's 790 ms) and groups are
+    chunked (unchunked: 563 ms).
+    On CUDA the loop's thousands of kernel launches dominate (``scripts/gpu-check.sh`` re-measures).
     """
     if formulation not in FORMULATIONS:
         raise ValueError(f"formulation={formulation!r}: expected one of {', '.join(map(repr, FORMULATIONS))}")
     if formulation != "auto":
         return formulation  # type: ignore[return-value]
-    _ = torch.device(device)
+    torch.device(device)  # validates; the choice does not depend on it today
     return "batched"
