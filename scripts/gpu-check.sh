@@ -7,8 +7,19 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-bench/results}"
 mkdir -p "$OUT_DIR"
-PY="${OPLORA_PYTHON:-.venv/bin/python}"
-[ -x "$PY" ] || PY="$(command -v python3)"
+export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"  # oplora without an editable install
+# OPLORA_PYTHON, else the first of .venv / python3 whose torch sees CUDA, else the first that runs.
+PY="${OPLORA_PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in .venv/bin/python "$(command -v python3)"; do
+    [ -x "$cand" ] || continue
+    [ -z "$PY" ] && PY="$cand"
+    if "$cand" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+      PY="$cand"
+      break
+    fi
+  done
+fi
 
 "$PY" - <<'PY' 2>&1 | tee "$OUT_DIR/env-cuda.txt"
 import torch, peft, transformers, diffusers
