@@ -10,7 +10,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 from oplora import runner
 from oplora.rundir import write_json_atomic
 

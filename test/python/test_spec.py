@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from oplora.spec import SpecError, validate_spec
 
 
@@ -24,7 +23,9 @@ def test_lora_branch_gets_no_generator():
 
 def test_every_problem_is_listed_with_its_path():
     with pytest.raises(SpecError) as e:
-        validate_spec({"task": "matrix_factorization", "adapter": {"kind": "op-lora", "r": -1, "bogus": 1}, "seed": "x"})
+        validate_spec(
+            {"task": "matrix_factorization", "adapter": {"kind": "op-lora", "r": -1, "bogus": 1}, "seed": "x"}
+        )
     problems = e.value.problems
     assert any(p.startswith("adapter.r:") for p in problems)
     assert any(p.startswith("adapter:") and "bogus" in p for p in problems)
@@ -41,9 +42,7 @@ def test_unknown_task_names_the_choices():
 def test_unknown_adapter_kind_is_named():
     with pytest.raises(SpecError) as e:
         validate_spec({"task": "matrix_factorization", "adapter": {"kind": "dora"}})
-    assert e.value.problems == [
-        "adapter.kind: expected one of ['lora', 'op-lora'], got 'dora'"
-    ]
+    assert e.value.problems == ["adapter.kind: expected one of ['lora', 'op-lora'], got 'dora'"]
 
 
 def test_input_is_not_mutated():
