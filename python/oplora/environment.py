@@ -31,10 +31,14 @@ def resolve_device(name: str) -> Any:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device: {name!r} was asked for, but torch {torch.__version__} sees no CUDA device")
+            raise ValueError(
+                f"device: {name!r} was asked for, but torch {torch.__version__} sees no CUDA device"
+            )
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device: {name!r} does not exist (torch sees {torch.cuda.device_count()} CUDA devices)")
+            raise ValueError(
+                f"device: {name!r} does not exist (torch sees {torch.cuda.device_count()} CUDA devices)"
+            )
         return dev
     raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
 

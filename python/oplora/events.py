@@ -36,7 +36,9 @@ class EventSink:
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self._pipe: IO[str] | None = os.fdopen(fd, "w", encoding="utf-8", buffering=1) if fd is not None else None
+        self._pipe: IO[str] | None = (
+            os.fdopen(fd, "w", encoding="utf-8", buffering=1) if fd is not None else None
+        )
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:  # noqa: A002
         with self._lock:

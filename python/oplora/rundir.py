@@ -1,8 +1,8 @@
 """The run directory: atomic writes, so a reader never sees a half-written file.
 
-    DIR/spec.json        the validated spec, defaults filled in
-    DIR/events.ndjson    one JSON event per line, appended as the run goes
-    DIR/result.json      written once, at the end (succeeded / failed / cancelled)
+DIR/spec.json        the validated spec, defaults filled in
+DIR/events.ndjson    one JSON event per line, appended as the run goes
+DIR/result.json      written once, at the end (succeeded / failed / cancelled)
 """
 
 from __future__ import annotations

@@ -176,15 +176,25 @@ def run_spec(
         try:
             ctx.device = resolve_device(spec.get("device", "auto"))
             result["device"] = str(ctx.device)
-            sink.emit("started", task=spec["task"], run_dir=result["run_dir"], pid=os.getpid(),
-                      device=result["device"], versions=result["versions"])
+            sink.emit(
+                "started",
+                task=spec["task"],
+                run_dir=result["run_dir"],
+                pid=os.getpid(),
+                device=result["device"],
+                versions=result["versions"],
+            )
             task = importlib.import_module(TASK_MODULES[spec["task"]])
             result["metrics"] = task.run(spec, ctx)
             result["status"], code = "succeeded", EXIT_OK
         except Cancelled:
             result["status"], code = "cancelled", EXIT_CANCELLED
         except Exception as e:  # the run failed: record why, with Python's own traceback
-            result["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+            result["error"] = {
+                "type": type(e).__name__,
+                "message": str(e),
+                "traceback": traceback.format_exc(),
+            }
             code = EXIT_INVALID if isinstance(e, InputError) else EXIT_FAILED
     except Cancelled:  # a second signal while we were already handling the first
         result["status"], code = "cancelled", EXIT_CANCELLED

@@ -56,8 +56,11 @@ def _problems(instance: Any, node: dict[str, Any]) -> list[str]:
             prefix = _path(err)
             if branch is not None:
                 for p in _problems(err.instance, branch):
-                    out.append(p.replace("(spec)", prefix, 1) if p.startswith("(spec)") or prefix == "(spec)"
-                               else f"{prefix}.{p}")
+                    out.append(
+                        p.replace("(spec)", prefix, 1)
+                        if p.startswith("(spec)") or prefix == "(spec)"
+                        else f"{prefix}.{p}"
+                    )
                 continue
             tag = _discriminator(err.validator_value)
             if tag is not None and isinstance(err.instance, dict):
@@ -95,7 +98,11 @@ def _branch_for(instance: Any, branches: list[dict[str, Any]]) -> dict[str, Any]
 def _discriminator(branches: list[dict[str, Any]]) -> tuple[str, list[Any]] | None:
     """The property every branch pins with `const` (e.g. `task`), and its allowed values."""
     consts = [
-        {k: p["const"] for k, p in _resolve(b).get("properties", {}).items() if isinstance(p, dict) and "const" in p}
+        {
+            k: p["const"]
+            for k, p in _resolve(b).get("properties", {}).items()
+            if isinstance(p, dict) and "const" in p
+        }
         for b in branches
     ]
     shared = set.intersection(*(set(c) for c in consts)) if consts else set()
