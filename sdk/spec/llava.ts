@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { adapterSchema, Device, Optimizer, Seed } from "./common.js";
+import { dataSource, datasetSplit } from "./data-source.js";
 import { TrainingConfig } from "./training.js";
 
 export const LlavaModel = z.strictObject({
@@ -31,7 +32,16 @@ export const LlavaAdapter = adapterSchema({
     .describe("also train the multi-modal projector in full (saved as PEFT modules_to_save)"),
 });
 
-export const LlavaData = z.strictObject({
+const textOptions = {
+  max_length: z.int().positive().default(2048).describe("truncate token sequences to this length"),
+  pad_to_square: z
+    .boolean()
+    .default(true)
+    .describe("pad images to a square with the mean colour, as LLaVA does"),
+  max_eval_examples: z.int().positive().optional().describe("evaluate on the first N eval records only"),
+};
+
+export const LlavaJsonData = z.strictObject({
   train_json: z
     .string()
     .min(1)
@@ -39,13 +49,29 @@ export const LlavaData = z.strictObject({
   image_folder: z.string().min(1).optional().describe("folder the records' `image` paths are relative to"),
   eval_json: z.string().min(1).optional().describe("held-out records (same format; `answers` optional)"),
   eval_image_folder: z.string().min(1).optional().describe("default: image_folder"),
-  max_length: z.int().positive().default(2048).describe("truncate token sequences to this length"),
-  pad_to_square: z
-    .boolean()
-    .default(true)
-    .describe("pad images to a square with the mean colour, as LLaVA does"),
-  max_eval_examples: z.int().positive().optional().describe("evaluate on the first N eval records only"),
+  ...textOptions,
 });
+
+/** A Hugging Face `datasets` source of single-turn VQA rows: `<image>` + question -> answer. */
+export const LlavaDatasetData = z.strictObject({
+  ...datasetSplit,
+  eval_split: z.string().min(1).optional().describe("a held-out split for eval loss and VQA accuracy"),
+  question_column: z.string().min(1).default("question").describe("column holding the question (user turn)"),
+  answer_column: z
+    .string()
+    .min(1)
+    .default("answer")
+    .describe(
+      "column holding the answer (assistant turn and VQA reference), or a list of reference answers " +
+        "(the most common one is trained on)",
+    ),
+  ...textOptions,
+});
+
+export const LlavaData = dataSource(
+  ["train_json", LlavaJsonData],
+  ["dataset_name", LlavaDatasetData],
+).describe("LLaVA conversation JSON (`train_json`) or a datasets split (`dataset_name`)");
 
 export const LlavaEval = z.strictObject({
   batch_size: z.int().positive().default(4),

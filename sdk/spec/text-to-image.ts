@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { adapterSchema, Device, Optimizer, Seed } from "./common.js";
+import { dataSource, datasetSplit } from "./data-source.js";
 import { TrainingConfig } from "./training.js";
 
 export const TextToImageModel = z.strictObject({
@@ -33,15 +34,31 @@ export const TextToImageAdapter = adapterSchema({
     .describe("text-encoder modules to adapt (with train_text_encoder)"),
 });
 
-export const TextToImageData = z.strictObject({
-  folder: z.string().min(1).describe("imagefolder: images + metadata.jsonl lines {file_name, text}"),
-  image_column: z.string().min(1).default("file_name").describe("metadata key naming each image file"),
-  caption_column: z.string().min(1).default("text").describe("metadata key holding each caption"),
+const imageOptions = {
   resolution: z.int().positive().default(512).describe("training resolution (square), in pixels"),
   center_crop: z.boolean().default(false).describe("centre crop (default: random crop)"),
   random_flip: z.boolean().default(false).describe("flip horizontally with probability 0.5"),
   max_examples: z.int().positive().optional().describe("use only the first N examples"),
+};
+
+export const TextToImageFolderData = z.strictObject({
+  folder: z.string().min(1).describe("imagefolder: images + metadata.jsonl lines {file_name, text}"),
+  image_column: z.string().min(1).default("file_name").describe("metadata key naming each image file"),
+  caption_column: z.string().min(1).default("text").describe("metadata key holding each caption"),
+  ...imageOptions,
 });
+
+/** A Hugging Face `datasets` source, named as diffusers' train_text_to_image_lora.py names its options. */
+export const TextToImageDatasetData = z.strictObject({
+  ...datasetSplit,
+  caption_column: z.string().min(1).default("text").describe("column holding the captions"),
+  ...imageOptions,
+});
+
+export const TextToImageData = dataSource(
+  ["folder", TextToImageFolderData],
+  ["dataset_name", TextToImageDatasetData],
+).describe("an imagefolder (`folder`) or a datasets split (`dataset_name`)");
 
 export const TextToImageEval = z.strictObject({
   prompts: z.array(z.string()).default([]).describe("validation prompts: images saved as PNGs and a grid"),
@@ -53,6 +70,11 @@ export const TextToImageEval = z.strictObject({
     .min(1)
     .optional()
     .describe("held-out images (+ metadata.jsonl captions) for CMMD; off when absent"),
+  reference_split: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("a held-out split of data.dataset_name (images + captions) for CMMD; off when absent"),
   cmmd_num_images: z
     .int()
     .positive()

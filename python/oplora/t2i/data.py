@@ -3,6 +3,8 @@
     FOLDER/metadata.jsonl   one JSON object a line: {"file_name": "0001.png", "text": "a caption"}
     FOLDER/0001.png ...
 
+or a `datasets` split (dataset_source.py) with an image and a caption column.
+
 `read_imagefolder` checks every line (JSON, columns, the image opens) and raises `InputError` naming the
 file, line and field. `ImageCaptions.batch(u, ...)` draws micro-batch `u` from a per-epoch permutation seeded
 by (seed, epoch), with crop/flip randomness seeded by (seed, u, rank): the stream depends only on the step,
@@ -18,13 +20,34 @@ from typing import Any
 
 import torch
 
+from ..dataset_source import RowImage, check_columns, image_rows, load_split, open_rgb
 from ..runner import InputError
 
 
 @dataclass(frozen=True)
 class Example:
-    image: Path
+    image: Path | RowImage
     caption: str
+
+
+def read_dataset(
+    d: dict[str, Any], split: str, split_field: str = "data.split", max_examples: int | None = None
+) -> list[Example]:
+    """Every (image, caption) of split `split` of `d["dataset_name"]` (named by `split_field` in errors),
+    each image verified."""
+    ds = load_split(
+        d["dataset_name"], split, d.get("dataset_config_name"), d.get("revision"), split_field=split_field
+    )
+    if max_examples:
+        ds = ds.select(range(min(max_examples, len(ds))))
+    where = f"{d['dataset_name']} split {split!r}"
+    check_columns(
+        ds,
+        {"data.image_column": d["image_column"], "data.caption_column": d["caption_column"]},
+        where,
+    )
+    images = image_rows(ds, d["image_column"], "data.image_column", where)
+    return [Example(im, str(c)) for im, c in zip(images, ds[d["caption_column"]], strict=True)]
 
 
 def read_imagefolder(
@@ -95,7 +118,7 @@ class ImageCaptions:
         from PIL import Image
 
         res = self.resolution
-        im = Image.open(ex.image).convert("RGB")
+        im = open_rgb(ex.image)
         original = (im.height, im.width)
         scale = res / min(im.width, im.height)  # resize the shorter side to `res`, bilinear (as diffusers)
         im = im.resize(

@@ -45,8 +45,17 @@ def _reference_captions(folder: Path, fallback: list[str]) -> list[str]:
 
 
 def evaluate(
-    pipe: Any, spec: dict[str, Any], ctx: Any, step: int, final: bool, examples: list[Any], dtype: torch.dtype
+    pipe: Any,
+    spec: dict[str, Any],
+    ctx: Any,
+    step: int,
+    final: bool,
+    examples: list[Any],
+    dtype: torch.dtype,
+    reference: list[Any] | None = None,
 ) -> dict[str, Any]:
+    """Validation images, and CMMD against `eval.reference_folder` or `reference` (the examples of
+    `eval.reference_split`)."""
     from diffusers.utils import make_image_grid
 
     from ..metrics.cmmd import ClipEmbedder, cmmd, load_images
@@ -74,17 +83,26 @@ def evaluate(
         out["grid"] = ctx.rel(gpath)
         if final:  # exact values, for checking that the exported file reproduces the trained model
             np.save(ctx.path("samples", tag, "images.npy"), np.stack(arrays))
-    if ev.get("reference_folder"):
-        ref_dir = Path(ev["reference_folder"])
+    if ev.get("reference_folder") or reference:
+        from ..dataset_source import open_rgb
+
         dev = str(ctx.device or "cpu")
         key = (ev["clip_model"], dev)
         if key not in _EMBEDDERS:
             _EMBEDDERS[key] = ClipEmbedder(ev["clip_model"], dev)
         emb = _EMBEDDERS[key]
-        rkey = (*key, str(ref_dir.resolve()))
+        if reference:
+            d = spec["data"]
+            source = f"{d['dataset_name']}:{d.get('dataset_config_name')}:{d.get('revision')}:{ev['reference_split']}"
+            captions = [e.caption for e in reference]
+        else:
+            ref_dir = Path(ev["reference_folder"])
+            source = str(ref_dir.resolve())
+            captions = _reference_captions(ref_dir, [e.caption for e in examples])
+        rkey = (*key, source)
         if rkey not in _REFERENCE:
-            _REFERENCE[rkey] = emb(load_images(ref_dir))
-        captions = _reference_captions(ref_dir, [e.caption for e in examples])
+            images = [open_rgb(e.image) for e in reference] if reference else load_images(ref_dir)
+            _REFERENCE[rkey] = emb(images)
         gen = [
             _to_pil(generate(pipe, captions[k % len(captions)], seed + 10_000 + k, spec))
             for k in range(ev["cmmd_num_images"])

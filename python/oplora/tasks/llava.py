@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..runner import InputError, RunContext
-from ..vl.data import DataError, Encoder, Record, load_records
+from ..vl.data import DataError, Encoder, Record, dataset_records, load_records
 from ..vl.model import PROJECTOR, base_parameter_count, llava_config, lora_layer_shapes
 
 __all__ = ["run", "lora_layer_shapes", "base_parameter_count", "base_dtype_bytes"]
@@ -27,6 +27,11 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def _records(data: dict[str, Any]) -> tuple[list[Record], list[Record]]:
+    if "dataset_name" in data:
+        train = dataset_records(data, "split")
+        if not data.get("eval_split"):
+            return train, []
+        return train, dataset_records(data, "eval_split", data.get("max_eval_examples"))
     folder = Path(data["image_folder"]) if data.get("image_folder") else None
     train = load_records(Path(data["train_json"]), folder, "data.train_json")
     evals: list[Record] = []

@@ -150,7 +150,7 @@ class _Trainer:
     """One run's state: pipeline, data, module, optimizer, accelerator. Methods are the loop's steps."""
 
     def __init__(self, spec: dict[str, Any], ctx: RunContext) -> None:
-        from ..t2i.data import ImageCaptions, read_imagefolder
+        from ..t2i.data import ImageCaptions, read_dataset, read_imagefolder
         from ..t2i.pipeline import check_model_path, check_resolution, is_sdxl, load_pipeline, text_encoders
         from ..training import autocast_dtype, build_accelerator
 
@@ -160,10 +160,17 @@ class _Trainer:
         # Input checks first: every one names its field or file, and none needs the weights.
         check_model_path(spec["model"]["pretrained"])
         d = self.data_spec
-        examples = read_imagefolder(d["folder"], d["image_column"], d["caption_column"])
+        if "dataset_name" in d:
+            examples = read_dataset(d, d["split"], max_examples=d.get("max_examples"))
+        else:
+            examples = read_imagefolder(d["folder"], d["image_column"], d["caption_column"])
         if d.get("max_examples"):
             examples = examples[: d["max_examples"]]
         self.reference: list[Any] = []
+        if self.eval_spec.get("reference_split"):
+            if "dataset_name" not in d:
+                raise InputError("eval.reference_split: needs data.dataset_name (use eval.reference_folder)")
+            self.reference = read_dataset(d, self.eval_spec["reference_split"], "eval.reference_split")
         if self.eval_spec.get("reference_folder"):
             ref = Path(self.eval_spec["reference_folder"])
             if not ref.is_dir():
@@ -333,7 +340,9 @@ class _Trainer:
 
         was_training = self.denoiser.training
         self.denoiser.eval()
-        out = evaluate(self.pipe, self.spec, self.ctx, step, final, self.examples, self.weight_dtype)
+        out = evaluate(
+            self.pipe, self.spec, self.ctx, step, final, self.examples, self.weight_dtype, self.reference
+        )
         if "cmmd" in out:
             history["cmmd"].append([step, out["cmmd"]])
             self.ctx.eval(step, {k: out[k] for k in ("cmmd", "cmmd_num_reference", "cmmd_num_generated")})

@@ -5,6 +5,10 @@
                                assistant's tokens), the image (padded to square)
     [encoded] ──collate──► {input_ids, attention_mask, labels, pixel_values}   (right-padded)
 
+A `datasets` split with image, question and answer columns (dataset_records) becomes single-turn records:
+`<image>\nquestion` from the user, the answer (the most common one when the column holds a list) from the
+assistant, and the answer(s) as the VQA references.
+
 LLaVA's JSON: `[{"id", "image", "conversations": [{"from": "human", "value": "<image>\\nQ"},
 {"from": "gpt", "value": "A"}, ...]}]`; an optional `answers` list gives VQA reference answers for the
 last question (default: the last assistant turn).
@@ -19,11 +23,15 @@ inserted and labelled, so the model learns to stop.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ..dataset_source import RowImage
 
 IMAGE = "<image>"
 IGNORE = -100
@@ -37,7 +45,7 @@ class DataError(ValueError):
 @dataclass
 class Record:
     id: str
-    image: Path | None
+    image: Path | RowImage | None
     messages: list[dict[str, Any]]
     answers: list[str] = field(default_factory=list)
 
@@ -117,6 +125,48 @@ def load_records(json_path: Path, image_folder: Path | None, field_name: str) ->
         elif not (isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers)):
             raise DataError(f"{where}: 'answers' must be a non-empty list of strings")
         records.append(Record(rid, path, messages, list(answers)))
+    return records
+
+
+def dataset_records(
+    d: dict[str, Any], split_field: str = "split", max_rows: int | None = None
+) -> list[Record]:
+    """Single-turn VQA records from the split `d[split_field]` of `d["dataset_name"]`; InputError naming the
+    field and row."""
+    from ..dataset_source import check_columns, image_rows, load_split
+
+    split = d[split_field]
+    ds = load_split(
+        d["dataset_name"],
+        split,
+        d.get("dataset_config_name"),
+        d.get("revision"),
+        split_field=f"data.{split_field}",
+    )
+    if max_rows:
+        ds = ds.select(range(min(max_rows, len(ds))))
+    where = f"{d['dataset_name']} split {split!r}"
+    cols = {f"data.{k}": d[k] for k in ("image_column", "question_column", "answer_column")}
+    check_columns(ds, cols, where)
+    images = image_rows(ds, d["image_column"], "data.image_column", where)
+    records = []
+    for i, (image, q, a) in enumerate(
+        zip(images, ds[d["question_column"]], ds[d["answer_column"]], strict=True)
+    ):
+        answers = [a] if isinstance(a, str) else a
+        if not (
+            isinstance(answers, list) and answers and all(isinstance(x, str) and x.strip() for x in answers)
+        ):
+            raise DataError(
+                f"data.answer_column: {where} row {i}: expected a non-empty string or list of strings, got {a!r}"
+            )
+        if not isinstance(q, str) or not q.replace(IMAGE, "").strip():
+            raise DataError(f"data.question_column: {where} row {i}: expected a non-empty string, got {q!r}")
+        messages = [
+            {"role": "user", "content": _content(f"{IMAGE}\n{q.replace(IMAGE, '').strip()}")},
+            {"role": "assistant", "content": _content(Counter(answers).most_common(1)[0][0])},
+        ]
+        records.append(Record(str(i), image, messages, list(answers)))
     return records
 
 
@@ -228,11 +278,10 @@ class Encoder:
         image = self.load_image(record.image) if record.image is not None else None
         return {"input_ids": torch.tensor(ids[-self.max_length :], dtype=torch.long), "image": image}
 
-    def load_image(self, path: Path) -> Any:
-        from PIL import Image
+    def load_image(self, source: Path | RowImage) -> Any:
+        from ..dataset_source import open_rgb
 
-        with Image.open(path) as im:
-            image = im.convert("RGB")
+        image = open_rgb(source)
         return pad_to_square(image, self.background) if self.square else image
 
     def pixel_values(self, images: list[Any]) -> torch.Tensor:
