@@ -7,7 +7,17 @@ import platform
 import sys
 from typing import Any
 
-PACKAGES = ("torch", "peft", "diffusers", "transformers", "accelerate", "safetensors", "numpy", "oplora")
+PACKAGES = (
+    "torch",
+    "peft",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "datasets",
+    "numpy",
+    "oplora",
+)
 
 
 def versions() -> dict[str, str | None]:

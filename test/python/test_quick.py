@@ -32,7 +32,8 @@ def test_list_target_modules_mf() -> None:
 
 
 def test_list_target_modules_transformers(tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     cfg = transformers.LlamaConfig(
         hidden_size=16,
         intermediate_size=32,
@@ -51,7 +52,8 @@ def test_list_target_modules_transformers(tmp_path: Path) -> None:
 
 
 def test_list_target_modules_diffusers_pipeline(tmp_path: Path) -> None:
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers
+
     unet = diffusers.UNet2DConditionModel(
         block_out_channels=(8, 16),
         layers_per_block=1,
@@ -75,7 +77,7 @@ def test_list_target_modules_diffusers_pipeline(tmp_path: Path) -> None:
 
 
 def test_read_adapter(tmp_path: Path) -> None:
-    peft = pytest.importorskip("peft")
+    import peft
     import torch
 
     model = torch.nn.Sequential(torch.nn.Linear(6, 4))
