@@ -70,12 +70,12 @@ export function renderHtml({ data, figures, comparisons, arms, generatedAt }: Ht
 
   const compTable = comparisons.length
     ? `<div class="wrap"><table><tr><th>comparison</th><th>shared setting</th><th>LoRA arm</th><th>OP-LoRA arm</th>
-<th>LoRA final ${e(comparisons[0]?.metric ?? "")}</th><th>OP-LoRA final</th><th>OP − LoRA (paired by seed)</th><th>OP / LoRA</th>
+<th>metric</th><th>LoRA final</th><th>OP-LoRA final</th><th>OP − LoRA (paired by seed)</th><th>OP / LoRA</th>
 <th>steps to LoRA's final loss: LoRA / OP</th><th>speed-up</th></tr>
 ${comparisons
   .map(
     (c) => `<tr><td>${e(c.kind)}</td><td>${e(c.context)}</td><td>${e(c.lora)}</td><td>${e(c.opLora)}</td>
-<td class="num">${fmtStat(c.loraFinal)}</td><td class="num">${fmtStat(c.opFinal)}</td><td class="num">${fmtStat(c.difference)}</td>
+<td>${e(c.metric)}</td><td class="num">${fmtStat(c.loraFinal)}</td><td class="num">${fmtStat(c.opFinal)}</td><td class="num">${fmtStat(c.difference)}</td>
 <td class="num">${fmt(c.ratio)}</td><td class="num">${fmt(c.stepsLora)} / ${fmt(c.stepsOp)}</td>
 <td class="num">${c.speedup === null ? (c.stepsLora !== null ? "never reached" : "—") : `${fmt(c.speedup)}×`}</td></tr>`,
   )

@@ -3,7 +3,10 @@
  *
  *   same setting   the arms differ only in `adapter.kind` (and whatever is zipped with it, e.g. each arm's
  *                  tuned lr); half rank: OP-LoRA at r vs LoRA at 2r, when `adapter.r` is an axis
- *   final metric   mean ± std over seeds per arm; difference OP − LoRA (paired by seed) with its spread
+ *   final metric   mean ± std over seeds per arm; difference OP − LoRA (paired by seed) with its spread.
+ *                  The primary metric (MF: excess over the optimum) for same-setting pairs; half-rank pairs
+ *                  compare `final_loss` when the task reports it, since ranks r and 2r have different optima
+ *                  (an excess of 0 at r can still be a far higher loss than 2r's)
  *   speed-up       steps LoRA needs to reach its own final loss / steps OP-LoRA needs to reach it
  *                  (on the seed-mean loss curves; null when OP-LoRA never gets there)
  */
@@ -77,8 +80,8 @@ function compare(
   context: string,
   lora: Arm,
   op: Arm,
+  metric: string = data.primary ?? "final_loss",
 ): Comparison {
-  const metric = data.primary ?? "final_loss";
   const l = metricBySeed(lora, metric);
   const o = metricBySeed(op, metric);
   const diffs = [...o.entries()].flatMap(([seed, v]) => (l.has(seed) ? [v - (l.get(seed) as number)] : []));
@@ -122,6 +125,8 @@ export function comparisons(data: ReportData): Comparison[] {
     if (twin) out.push(compare(data, "same setting", describe(contextOf(op, bound)), twin, op));
   }
   if (!bound.has(RANK) && data.arms.some((a) => typeof a.axes[RANK] === "number")) {
+    const hasLoss = data.trials.some((t) => typeof t.row.metrics.final_loss === "number");
+    const metric = hasLoss ? "final_loss" : (data.primary ?? "final_loss");
     const noRank = new Set([...bound, RANK]);
     for (const op of ops) {
       const r = op.axes[RANK];
@@ -136,6 +141,7 @@ export function comparisons(data: ReportData): Comparison[] {
             `${describe(contextOf(op, noRank))} (OP r=${r} vs LoRA r=${2 * r})`,
             twin,
             op,
+            metric,
           ),
         );
     }

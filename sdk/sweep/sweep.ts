@@ -70,7 +70,7 @@ export interface TrialRow extends TrialInfo {
   status: Exclude<TrialStatus, "pending" | "running">;
   /** True when an earlier sweep's result was reused (the trial did not run now). */
   reused: boolean;
-  /** Scalar metrics of the run (nested objects flattened: `steps_to_excess.0.001`). */
+  /** Scalar metrics of the run (nested objects flattened: `steps_to_excess.1e-3`, null: never reached). */
   metrics: Record<string, number | string | boolean | null>;
   error: { type: string; message: string } | null;
   /** Absolute path of the trial's run directory. */
