@@ -110,22 +110,40 @@ RELOAD = textwrap.dedent(
         pipe.load_lora_weights(run_dir + "/diffusers_lora")
         tuned = pipe(sys.argv[2], generator=torch.Generator().manual_seed(3), **kw).images[0]
         trained = np.load(run_dir + "/samples/final/images.npy")[0]
-        out[run_dir] = [float(np.abs(tuned - trained).max()), float(np.abs(base - trained).max())]
+        layers = {}  # LoRA layers the stock loader injected, per component
+        for name in ("unet", "text_encoder", "text_encoder_2"):
+            m = getattr(pipe, name, None)
+            if m is not None:
+                layers[name] = sum(1 for n, _ in m.named_modules() if n.endswith(".lora_A"))
+        out[run_dir] = {
+            "to_trained": float(np.abs(tuned - trained).max()),
+            "base_to_trained": float(np.abs(base - trained).max()),
+            "lora_layers": layers,
+        }
     print(json.dumps(out))
     """
 )
 
 
-def test_export_reloads_in_stock_diffusers_fresh_process(runs):
-    jobs = [[spec["model"]["pretrained"], str(run_dir)] for spec, run_dir, _ in runs.values()]
+def reload_in_fresh_process(runs) -> dict[str, dict]:
+    """Load each run's diffusers file into a stock pipeline in a fresh Python process and generate the final
+    evaluation's image again: {run_dir: {to_trained, base_to_trained, lora_layers: {component: n}}}."""
+    jobs = [[spec["model"]["pretrained"], str(run_dir)] for spec, run_dir, _ in runs]
     p = subprocess.run(
         [sys.executable, "-c", RELOAD, json.dumps(jobs), PROMPT], capture_output=True, text=True, timeout=600
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    diffs = json.loads(p.stdout.strip().splitlines()[-1])
-    for run_dir, (to_trained, base_to_trained) in diffs.items():
-        assert to_trained < 1e-4, (run_dir, to_trained)  # same images as the trained model
-        assert base_to_trained > 1e-3, (run_dir, base_to_trained)  # and not the base model's
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def assert_reproduces_trained_images(diffs: dict[str, dict]) -> None:
+    for run_dir, d in diffs.items():
+        assert d["to_trained"] < 1e-4, (run_dir, d)  # same images as the trained model
+        assert d["base_to_trained"] > 1e-3, (run_dir, d)  # and not the base model's
+
+
+def test_export_reloads_in_stock_diffusers_fresh_process(runs):
+    assert_reproduces_trained_images(reload_in_fresh_process(runs.values()))
 
 
 def test_resume_equals_uninterrupted(runs, tmp_path):

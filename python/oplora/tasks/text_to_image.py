@@ -87,7 +87,10 @@ def base_parameter_count(spec: dict[str, Any]) -> int:
 
 
 def _add_adapters(pipe: Any, adapter: dict[str, Any], train_text: bool) -> None:
-    from peft import LoraConfig
+    """LoRA on the UNet (diffusers' add_adapter) and, with train_text, on each text encoder. The text
+    encoders get PEFT's inject_adapter_in_model directly: transformers' add_adapter does only that (plus
+    bookkeeping) but refuses any peft < 0.22, and the pinned peft is < 0.22."""
+    from peft import LoraConfig, inject_adapter_in_model
 
     from ..adapter import lora_alpha
     from ..t2i.pipeline import text_encoders
@@ -101,7 +104,8 @@ def _add_adapters(pipe: Any, adapter: dict[str, Any], train_text: bool) -> None:
     pipe.unet.add_adapter(LoraConfig(target_modules=adapter["target_modules"], **common))
     if train_text:
         for _, _, te in text_encoders(pipe):
-            te.add_adapter(LoraConfig(target_modules=adapter["text_encoder_target_modules"], **common))
+            cfg = LoraConfig(target_modules=adapter["text_encoder_target_modules"], **common)
+            inject_adapter_in_model(cfg, te, "default")
 
 
 def _check_targets(pipe: Any, adapter: dict[str, Any]) -> None:
@@ -150,6 +154,7 @@ class _Trainer:
     """One run's state: pipeline, data, module, optimizer, accelerator. Methods are the loop's steps."""
 
     def __init__(self, spec: dict[str, Any], ctx: RunContext) -> None:
+        from ..adapter import set_seed
         from ..t2i.data import ImageCaptions, read_dataset, read_imagefolder
         from ..t2i.pipeline import check_model_path, check_resolution, is_sdxl, load_pipeline, text_encoders
         from ..training import autocast_dtype, build_accelerator
@@ -198,6 +203,7 @@ class _Trainer:
         pipe.vae.to(dev)  # the VAE stays fp32 (SDXL's VAE overflows in fp16)
         for m in (pipe.unet, *(te for _, _, te in self.encoders)):
             m.to(dev) if self.weight_dtype == torch.float32 else m.to(dev, dtype=self.weight_dtype)
+        set_seed(spec["seed"])  # the LoRA init (and, in run(), the generator's) is the seed's, not chance's
         _add_adapters(pipe, adapter, self.train_text)
         if self.train["gradient_checkpointing"]:
             pipe.unet.enable_gradient_checkpointing()  # diffusers' checkpointing is non-reentrant
