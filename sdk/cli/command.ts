@@ -1,10 +1,11 @@
 /**
  * What a CLI command is: `{name, summary, run(argv)}`, `run` resolving to the exit code.
- * Exit codes: 0 ok, 1 run failed, 2 invalid spec or arguments, 130 cancelled.
+ * Exit codes: 0 ok, 1 run failed, 2 invalid spec, sweep or arguments, 130 cancelled.
  */
 import { readFileSync } from "node:fs";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { CancelledError, InputError, OploraError, SpecInvalidError } from "../errors.js";
+import { SweepInvalidError } from "../sweep/errors.js";
 
 export interface Command {
   name: string;
@@ -65,7 +66,12 @@ export function readJsonFile(path: string | undefined, what = "SPEC.json"): unkn
 /** Print an error the way the CLI does and return its exit code. */
 export function reportError(e: unknown): number {
   const err = e as Error;
-  if (e instanceof UsageError || e instanceof SpecInvalidError || e instanceof InputError) {
+  if (
+    e instanceof UsageError ||
+    e instanceof SpecInvalidError ||
+    e instanceof InputError ||
+    e instanceof SweepInvalidError
+  ) {
     process.stderr.write(`oplora: ${err.message}\n`);
     return EXIT.invalid;
   }

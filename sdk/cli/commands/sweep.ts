@@ -14,7 +14,8 @@ Run a sweep: SWEEP.json is {"base": SPEC, "axes": {"adapter.kind": ["lora", "op-
 "zip": {...} | [{...}], "seeds": [0, 1], "outDir"?, "concurrency"?, "mode"?}; a .ts file default-exports
 the same object. Trials already succeeded in DIR are skipped; failed ones run again. Ctrl-C cancels every
 running trial and keeps the finished ones. Ends with a report in DIR/report/ (unless --no-report).
-Exit 0 when every trial succeeded, 1 when some failed, 130 when cancelled.`;
+Exit 0 when every trial succeeded, 1 when some failed, 2 when the sweep file, an axis or a trial's spec is
+invalid (nothing runs), 130 when cancelled.`;
 
 export interface SweepFile extends SweepPlan {
   base: SpecInput;
