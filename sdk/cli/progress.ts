@@ -68,15 +68,23 @@ export class Progress {
     const rate = dt > 0 ? (step - this.firstStep.step) / dt : Number.NaN;
     const eta = rate > 0 ? (total - step) / rate : Number.NaN;
     const rateText = Number.isFinite(rate) ? `${rate.toPrecision(3)} it/s` : "- it/s";
-    const text = `step ${step}/${total}  loss ${num(loss)}  ${rateText}  ETA ${clock(eta)}`;
+    const head = `step ${step}/${total}  loss ${num(loss)}`;
+    const text = `${head}  ${rateText}  ETA ${clock(eta)}`;
     if (!this.out.isTTY) {
       this.out.write(`${text}\n`);
       return;
     }
-    const width = 24;
-    const filled = total > 0 ? Math.min(width, Math.round((width * step) / total)) : 0;
-    const bar = `[${"#".repeat(filled)}${" ".repeat(width - filled)}]`;
-    this.out.write(`\r\x1b[2K${bar} ${text}`.slice(0, (this.out.columns ?? 120) + 5));
+    // Fit the terminal, one column spare (a full line would wrap on some terminals): drop the rate, then
+    // shrink or drop the bar, so step/total, loss and ETA stay visible; cut the end only as a last resort.
+    const room = Math.max(1, (this.out.columns || 120) - 1);
+    const shown = text.length <= room ? text : `${head}  ETA ${clock(eta)}`;
+    const width = Math.min(24, room - shown.length - 3);
+    let line = shown;
+    if (width >= 5) {
+      const filled = total > 0 ? Math.min(width, Math.round((width * step) / total)) : 0;
+      line = `[${"#".repeat(filled)}${" ".repeat(width - filled)}] ${shown}`;
+    }
+    this.out.write(`\r\x1b[2K${line.slice(0, room)}`);
     this.barShown = true;
   }
 
