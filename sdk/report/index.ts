@@ -38,11 +38,23 @@ function csvCell(v: unknown): string {
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-/** The results table as CSV: id, axes..., status, reused, metrics..., wall_s, error, run_dir. */
+/**
+ * The results table as CSV: id, axes..., status, reused, metrics.<name>..., wall_s, error, run_dir.
+ * Metric columns carry a `metrics.` prefix: a task's metrics may repeat an axis (`seed`) or `wall_s`.
+ */
 export function resultsCsv(rows: TrialRow[]): string {
   const axes = [...new Set(rows.flatMap((r) => Object.keys(r.axes)))];
   const metrics = [...new Set(rows.flatMap((r) => Object.keys(r.metrics)))];
-  const head = ["id", ...axes, "status", "reused", ...metrics, "wall_s", "error", "run_dir"];
+  const head = [
+    "id",
+    ...axes,
+    "status",
+    "reused",
+    ...metrics.map((m) => `metrics.${m}`),
+    "wall_s",
+    "error",
+    "run_dir",
+  ];
   const lines = rows.map((r) =>
     [
       r.id,

@@ -55,6 +55,8 @@ function fixture(): string {
     );
     const metrics = {
       final_loss: loss.at(-1),
+      seed, // the MF task reports these too: the CSV must not repeat the axis / timing columns
+      wall_s: 1.2,
       steps_to_excess: { "0.01": op ? 40 : null },
       loss_curve: steps.map((s, i) => ({ step: s, loss: loss[i] })),
       effective_rank_curve: steps.map((s) => ({ step: s, effective_rank: 1 + s / (op ? 20 : 40) })),
@@ -122,7 +124,11 @@ describe("report", () => {
     for (const f of report.figures) expect(readFileSync(f).subarray(1, 4).toString()).toBe("PNG");
     const csv = readFileSync(report.csv, "utf8").trim().split("\n");
     expect(csv).toHaveLength(17);
-    expect(csv[0]).toMatch(/^id,adapter\.kind,optimizer\.lr,adapter\.r,seed,status,reused,final_loss/);
+    expect(csv[0]).toMatch(
+      /^id,adapter\.kind,optimizer\.lr,adapter\.r,seed,status,reused,metrics\.final_loss/,
+    );
+    const header = (csv[0] ?? "").split(",");
+    expect(new Set(header).size).toBe(header.length); // no column twice (metrics may repeat seed, wall_s)
     expect(JSON.parse(readFileSync(report.json, "utf8"))).toHaveLength(16);
     const html = readFileSync(report.html, "utf8");
     expect(html).not.toMatch(/(src|href)="https?:/);
