@@ -165,7 +165,7 @@ def main() -> None:
     assets = build_tiny_sd(small=True)
     q = a.quick
     grid = (
-        {"lora": [3e-4, 1e-3, 3e-3], "op-lora": [3e-4, 1e-3, 3e-3]}
+        {"lora": [1e-3, 3e-3, 1e-2, 3e-2], "op-lora": [1e-3, 3e-3, 1e-2, 3e-2]}
         if not q
         else {"lora": [1e-3], "op-lora": [1e-3]}
     )
