@@ -18,6 +18,14 @@ describe("examples", () => {
     expect(r.stdout).toContain("relative excess");
   }, 120_000);
 
+  it("sweep.ts runs a 2x2x2 sweep and writes its report", async () => {
+    const dir = tempRunDir();
+    const r = await example("sweep.ts", [dir, "30"]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout.match(/succeeded/g)).toHaveLength(8);
+    expect(r.stdout).toMatch(/report: .*index\.html/);
+  }, 240_000);
+
   it("plan.ts runs", async () => {
     const r = await example("plan.ts");
     expect(r.exitCode, r.stderr).toBe(0);
