@@ -1,5 +1,6 @@
 // Bridge latency: quick-lane round trip (median/p99 over N calls) and job spawn-to-first-event (over M runs).
-//   npx tsx bench/bridge.ts [CALLS=200] [RUNS=5]     -> a table, and bench/results/bridge.json
+//   npx tsx bench/bridge.ts [--out FILE] [--quick]   -> a table, and FILE (default bench/results/bridge.json)
+//   (200 quick calls and 5 job runs; --quick: 50 and 2)
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -8,8 +9,11 @@ import { z } from "zod";
 import { QuickBridge } from "../sdk/bridge/quick.js";
 import { run } from "../sdk/run.js";
 
-const calls = Number(process.argv[2] ?? 200);
-const runs = Number(process.argv[3] ?? 5);
+const argv = process.argv.slice(2);
+const quickRun = argv.includes("--quick");
+const outArg = argv.includes("--out") ? argv[argv.indexOf("--out") + 1] : undefined;
+const calls = quickRun ? 50 : 200;
+const runs = quickRun ? 2 : 5;
 
 function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -76,7 +80,7 @@ console.log(
   `  job          first event median ${fmt(results.job.spawn_to_first_event_median_ms)} ms   max ${fmt(results.job.spawn_to_first_event_max_ms)} ms   (${runs} runs)`,
 );
 console.log(`  job          result median      ${fmt(results.job.spawn_to_result_median_ms)} ms`);
-const out = join(dirname(fileURLToPath(import.meta.url)), "results", "bridge.json");
+const out = outArg ?? join(dirname(fileURLToPath(import.meta.url)), "results", "bridge.json");
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
 console.log(`wrote ${out}`);

@@ -11,8 +11,10 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const python = process.env.OPLORA_PYTHON ?? join(root, ".venv", "bin", "python");
 const tsx = join(root, "node_modules", ".bin", "tsx");
 const args = process.argv.slice(2);
-const onlyArg = args.find((a) => a.startsWith("--only="))?.slice(7) ?? args[args.indexOf("--only") + 1];
-const only = args.includes("--only") || onlyArg ? new Set(onlyArg?.split(",")) : null;
+const onlyIndex = args.indexOf("--only");
+const onlyArg =
+  args.find((a) => a.startsWith("--only="))?.slice(7) ?? (onlyIndex >= 0 ? args[onlyIndex + 1] : undefined);
+const only = onlyArg ? new Set(onlyArg.split(",")) : null;
 const quick = args.includes("--quick") ? ["--quick"] : [];
 
 const benches = [
@@ -33,7 +35,8 @@ for (const b of benches) {
   }
   console.log(`\n=== ${b.name} (${b.file})`);
   const t0 = Date.now();
-  const out = join("bench", "results", `${b.name}.json`);
+  // --quick runs are smoke runs: their numbers go to the ignored bench/out/quick/, never over bench/results/.
+  const out = join("bench", quick.length ? join("out", "quick") : "results", `${b.name}.json`);
   const r = spawnSync(b.cmd, [b.file, "--out", out, ...quick], { stdio: "inherit", cwd: root });
   console.log(`=== ${b.name}: exit ${r.status} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   if (r.status !== 0) failed++;
