@@ -132,7 +132,7 @@ def quality(assets: Path, steps: int, grid: dict[str, list[float]]) -> dict:
         for lr in lrs:
             res, code = run_spec(_spec(assets, kind, lr, steps), Path(tempfile.mkdtemp()) / "run")
             assert code == 0, res and res["error"]
-            curve = [v for _, v in res["metrics"]["loss_curve"]]
+            curve = [p["loss"] for p in res["metrics"]["loss_curve"]]
             out["runs"][f"{kind}@{lr:g}"] = {
                 "last10_mean_loss": statistics.fmean(curve[-10:]),
                 "first10_mean_loss": statistics.fmean(curve[:10]),

@@ -9,6 +9,7 @@
 import { z } from "zod";
 import type { TaskName } from "./spec/index.js";
 import { LlavaMetrics } from "./spec/llava.js";
+import { TextToImageMetrics } from "./spec/text-to-image.js";
 
 /**
  * Matrix factorisation (one run): design.md section 5. Losses are mean squared errors
@@ -41,6 +42,7 @@ export const LooseMetrics = z.record(z.string(), z.unknown());
 export const TASK_METRICS = {
   matrix_factorization: MatrixFactorizationMetrics,
   matrix_factorization_study: MatrixFactorizationStudyMetrics,
+  text_to_image: TextToImageMetrics,
   llava: LlavaMetrics,
 } satisfies Partial<Record<TaskName, z.ZodType>>;
 

@@ -107,3 +107,37 @@ export const TextToImageSpec = z.strictObject({
   train: TextToImageTraining.prefault({}),
   eval: TextToImageEval.prefault({}),
 });
+
+/** What a `text_to_image` run returns in `result.metrics` (paths relative to the run directory). */
+export const TextToImageMetrics = z.looseObject({
+  model_kind: z.enum(["sd", "sdxl"]),
+  steps: z.int(),
+  resumed_from_step: z.int().nullable(),
+  final_loss: z.number().nullable(),
+  loss_curve: z
+    .array(z.looseObject({ step: z.int(), loss: z.number().nullable() }))
+    .describe("training loss per step"),
+  cmmd: z.number().nullable().optional().describe("final CMMD vs the reference set (design.md section 4)"),
+  cmmd_num_reference: z.int().optional(),
+  cmmd_num_generated: z.int().optional(),
+  cmmd_curve: z
+    .array(z.looseObject({ step: z.int(), cmmd: z.number().nullable() }))
+    .describe("CMMD at each eval"),
+  samples: z.array(z.string()).optional().describe("final validation images"),
+  grid: z.string().optional().describe("final validation image grid"),
+  adapter_dir: z.string().describe("PEFT adapter dirs (adapter/unet, adapter/text_encoder*)"),
+  adapter_dirs: z
+    .record(z.string(), z.string())
+    .describe("PEFT adapter dir per component (unet, text_encoder, ...)"),
+  diffusers_lora: z
+    .string()
+    .describe("the diffusers LoRA file (pytorch_lora_weights.safetensors, with metadata)"),
+  lora_parameters: z.int(),
+  generator_parameters: z.int(),
+  trainable_parameters: z.int(),
+  peak_memory_bytes: z.int(),
+  train_s: z.number(),
+  steps_per_s: z.number().nullable(),
+  num_processes: z.int(),
+  wall_s: z.number(),
+});

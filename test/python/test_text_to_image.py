@@ -93,7 +93,7 @@ def test_end_to_end_metrics_and_artifacts(runs, case):
 def test_cmmd_reported(runs):
     m = runs[("sd", "op-lora")][2]["metrics"]
     assert m["cmmd_num_reference"] == 4 and m["cmmd_num_generated"] == 2
-    assert 0 <= m["cmmd"] < 40 and [s for s, _ in m["cmmd_curve"]] == [2]
+    assert 0 <= m["cmmd"] < 40 and [p["step"] for p in m["cmmd_curve"]] == [2]
 
 
 RELOAD = textwrap.dedent(

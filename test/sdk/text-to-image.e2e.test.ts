@@ -53,12 +53,16 @@ describe("text_to_image through the SDK", () => {
     expect(result.status, JSON.stringify(result.error)).toBe("succeeded");
     expect(seen).toContain("step");
     expect(seen).toContain("artifact");
-    const m = result.metrics as Record<string, unknown>;
+    // run() validated the metrics against TextToImageMetrics: typed access, no casts
+    if (result.task !== "text_to_image" || !result.metrics) throw new Error("expected text_to_image metrics");
+    const m = result.metrics;
     expect(m.model_kind).toBe("sd");
-    expect((m.loss_curve as unknown[]).length).toBe(2);
+    expect(m.loss_curve.map((p) => p.step)).toEqual([1, 2]);
     expect(m.cmmd_num_generated).toBe(2);
-    expect(m.generator_parameters as number).toBeGreaterThan(m.lora_parameters as number);
-    expect(existsSync(join(outDir, m.diffusers_lora as string))).toBe(true);
+    expect(m.cmmd_curve.length).toBeGreaterThan(0);
+    expect(m.generator_parameters).toBeGreaterThan(m.lora_parameters);
+    expect(existsSync(join(outDir, m.diffusers_lora))).toBe(true);
+    expect(existsSync(join(outDir, m.adapter_dirs.unet ?? "missing"))).toBe(true);
     expect(result.artifacts.some((a) => a.kind === "image")).toBe(true);
   }, 300_000);
 });

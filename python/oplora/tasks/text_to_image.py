@@ -284,7 +284,7 @@ class _Trainer:
             "steps": total,
             "resumed_from_step": resumed_from,
             "final_loss": history["loss"][-1][1] if history["loss"] else None,
-            "loss_curve": history["loss"],
+            "loss_curve": [{"step": st, "loss": v} for st, v in history["loss"]],
             "lora_parameters": lora_params,
             "generator_parameters": gen_params,
             "trainable_parameters": count_parameters(params),
@@ -299,7 +299,7 @@ class _Trainer:
         self.denoiser = plain
         final = self._evaluate(total, history, final=True)
         metrics.update(final)
-        metrics["cmmd_curve"] = history["cmmd"]
+        metrics["cmmd_curve"] = [{"step": st, "cmmd": v} for st, v in history["cmmd"]]
         metrics["peak_memory_bytes"] = max(peak, peak_memory_bytes(acc.device))
         return metrics
 
