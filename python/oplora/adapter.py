@@ -25,7 +25,7 @@ def apply_adapter(peft_model: nn.Module, adapter: dict[str, Any]) -> tuple[nn.Mo
         from .bind import attach
         from .config import OPLoRAConfig
 
-        op = attach(peft_model, OPLoRAConfig(**adapter["generator"]))
+        op = attach(peft_model, OPLoRAConfig.from_dict(adapter["generator"]))
         return op, list(op.generator.parameters())
     params = [p for n, p in peft_model.named_parameters() if "lora_" in n]
     for n, p in peft_model.named_parameters():

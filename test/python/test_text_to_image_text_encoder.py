@@ -49,16 +49,17 @@ def te_runs(assets, tmp_path_factory) -> dict:
 def initial_text_encoder_lora(spec: dict, run_dir) -> dict[str, dict[str, torch.Tensor]]:
     """Each text encoder's LoRA factors before the first step: the run's own set-up (same spec, same seed),
     collapsed without training, as PEFT state dicts (the adapter dir's keys)."""
+    from oplora.adapter import apply_adapter
     from oplora.collapse import collapse
     from oplora.events import EventSink
     from oplora.runner import RunContext
-    from oplora.tasks.text_to_image import _apply_adapter, _Trainer
+    from oplora.tasks.text_to_image import _Trainer
     from peft.utils import get_peft_model_state_dict
 
     spec = validate_spec(spec)
     ctx = RunContext(spec=spec, run_dir=run_dir, events=EventSink(None), device=torch.device("cpu"))
     trainer = _Trainer(spec, ctx)
-    op, _ = _apply_adapter(trainer.denoiser, spec["adapter"])
+    op, _ = apply_adapter(trainer.denoiser, spec["adapter"])
     collapse(op)
     return {
         name: {k: v.detach().float().clone() for k, v in get_peft_model_state_dict(te).items()}

@@ -28,13 +28,11 @@ def export_adapters(
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    from ..bind import OPLoRAModel
-    from ..collapse import collapse
+    from ..adapter import finalize_adapter
     from ..training import save_peft_dir
     from .pipeline import text_encoders
 
-    if isinstance(module, OPLoRAModel):  # adapter.finalize_adapter's job, without the package-level import
-        collapse(module)  # the Denoiser's LoRA layers now hold plain A, B
+    finalize_adapter(module)  # OP-LoRA: collapsed in place, the Denoiser's LoRA layers now hold plain A, B
     components: list[tuple[str, nn.Module]] = [("unet", pipe.unet)]
     if adapter["train_text_encoder"]:
         components += [(name, te) for name, _, te in text_encoders(pipe)]

@@ -131,25 +131,6 @@ def _loss(
     return (loss * w).mean()
 
 
-def _apply_adapter(denoiser: nn.Module, adapter: dict[str, Any]) -> tuple[nn.Module, list[nn.Parameter]]:
-    """adapter.apply_adapter, importing attach from its own module (not the package root)."""
-    if adapter["kind"] == "op-lora":
-        from ..bind import attach
-        from ..config import OPLoRAConfig
-
-        op = attach(denoiser, OPLoRAConfig.from_dict(adapter["generator"]))
-        return op, list(op.generator.parameters())
-    from ..adapter import apply_adapter
-
-    return apply_adapter(denoiser, adapter)
-
-
-def _seeded(*parts: int) -> torch.Generator:
-    from ..t2i.data import _seeded as seeded
-
-    return seeded(*parts)
-
-
 class _Trainer:
     """One run's state: pipeline, data, module, optimizer, accelerator. Methods are the loop's steps."""
 
@@ -213,7 +194,7 @@ class _Trainer:
         self.denoiser = Denoiser(pipe.unet, [te for _, _, te in self.encoders], self.sdxl, self.train_text)
 
     def run(self) -> dict[str, Any]:
-        from ..adapter import count_parameters
+        from ..adapter import apply_adapter, count_parameters
         from ..training import (
             build_lr_scheduler,
             build_optimizer,
@@ -226,7 +207,7 @@ class _Trainer:
 
         spec, ctx, tr, acc = self.spec, self.ctx, self.train, self.accelerator
         lora_params = sum(p.numel() for n, p in self.denoiser.named_parameters() if "lora_" in n)
-        module, params = _apply_adapter(self.denoiser, spec["adapter"])
+        module, params = apply_adapter(self.denoiser, spec["adapter"])
         for p in params:  # trainable params in fp32 (diffusers' cast_training_params)
             p.data = p.data.float()
         optimizer = build_optimizer(params, spec["optimizer"])
@@ -304,6 +285,7 @@ class _Trainer:
         return metrics
 
     def _micro_step(self, module: nn.Module, u: int, bs: int) -> torch.Tensor:
+        from ..t2i.data import _seeded
         from ..t2i.pipeline import time_ids, tokenize
 
         acc, pipe, sched = self.accelerator, self.pipe, self.noise_scheduler
