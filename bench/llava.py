@@ -43,8 +43,8 @@ def _builder():
 def _arm(model_dir: Path, data_dir: Path, kind: str, r: int = 8, batch: int = 4):
     """(module, optimizer, batch) for one arm: PEFT LoRA on every LM linear, OP-LoRA attached or not."""
     from oplora.adapter import apply_adapter
-    from oplora.vl.data import Encoder, collate, load_records
-    from oplora.vl.model import default_target_modules
+    from oplora.tasks.llava.data import Encoder, collate, load_records
+    from oplora.tasks.llava.model import default_target_modules
     from peft import LoraConfig, get_peft_model
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
@@ -61,7 +61,7 @@ def _arm(model_dir: Path, data_dir: Path, kind: str, r: int = 8, batch: int = 4)
 
 
 def _step(module, opt, batch) -> float:
-    from oplora.vl.train import forward_logits, masked_loss
+    from oplora.tasks.llava.train import forward_logits, masked_loss
 
     t0 = time.perf_counter()
     total, count = masked_loss(forward_logits(module, batch), batch["labels"])
@@ -145,7 +145,7 @@ def memory(model_dir: Path, data_dir: Path) -> dict:
 
 
 def quality(model_dir: Path, data_dir: Path, steps: int, grid: dict[str, list[float]], work: Path) -> dict:
-    from oplora.runner import run_spec
+    from oplora.run.runner import run_spec
 
     runs = []
     for kind, lrs in grid.items():

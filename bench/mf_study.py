@@ -1,4 +1,4 @@
-"""The matrix-factorisation study at benchmark size (design.md §5): MF vs OP-MF, every spectrum, every optimizer.
+"""The matrix-factorisation study at benchmark size: MF vs OP-MF, every spectrum, every optimizer.
 
     .venv/bin/python bench/mf_study.py [--out bench/results/mf_study.json] [--quick]
 
@@ -40,7 +40,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the demo-size defaults of the spec")
     args = parser.parse_args()
 
-    from oplora.runner import run_spec
+    from oplora.run.runner import run_spec
 
     spec = {"task": "matrix_factorization_study", "device": "cpu"} if args.quick else BENCH_SPEC
     run_dir = ROOT / "bench" / "out" / ("mf_study_quick" if args.quick else "mf_study")

@@ -44,12 +44,12 @@ def _spec(assets: Path, kind: str, lr: float, steps: int) -> dict:
 
 def _trainer(assets: Path, kind: str):
     import torch
-    from oplora.environment import resolve_device
-    from oplora.events import EventSink
-    from oplora.runner import RunContext
-    from oplora.spec import validate_spec
-    from oplora.tasks.text_to_image import _apply_adapter, _Trainer
-    from oplora.training import build_optimizer
+    from oplora.run.environment import resolve_device
+    from oplora.run.events import EventSink
+    from oplora.run.runner import RunContext
+    from oplora.run.spec import validate_spec
+    from oplora.tasks.text_to_image.task import _apply_adapter, _Trainer
+    from oplora.training.loop import build_optimizer
 
     spec = validate_spec(_spec(assets, kind, 1e-4, 10))
     ctx = RunContext(
@@ -98,7 +98,7 @@ def speed(assets: Path, n: int) -> dict:
 
 def _memory_child(assets: str, kind: str, steps: int) -> None:
     import torch
-    from oplora.training import peak_memory_bytes  # VmHWM: ru_maxrss would carry the parent's peak
+    from oplora.training.loop import peak_memory_bytes  # VmHWM: ru_maxrss would carry the parent's peak
 
     cpu = torch.device("cpu")
     step, _, _ = _trainer(Path(assets), kind)
@@ -125,7 +125,7 @@ def memory(assets: Path, steps: int) -> dict:
 
 
 def quality(assets: Path, steps: int, grid: dict[str, list[float]]) -> dict:
-    from oplora.runner import run_spec
+    from oplora.run.runner import run_spec
 
     out: dict = {"steps": steps, "grid": grid, "runs": {}}
     for kind, lrs in grid.items():

@@ -69,3 +69,18 @@ export const RunResult = z.discriminatedUnion("task", [
   first as ReturnType<typeof resultFor>,
   ...rest,
 ]) as unknown as z.ZodType<RunResult>;
+
+/** Scalar metrics, one level of nested objects flattened into dotted keys (`steps_to_excess.1e-3`). */
+export function scalarMetrics(metrics: unknown): Record<string, number | string | boolean | null> {
+  const out: Record<string, number | string | boolean | null> = {};
+  if (!metrics || typeof metrics !== "object") return out;
+  const scalar = (v: unknown): v is number | string | boolean | null =>
+    v === null || ["number", "string", "boolean"].includes(typeof v);
+  for (const [k, v] of Object.entries(metrics)) {
+    if (scalar(v)) out[k] = v;
+    else if (v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k2, v2] of Object.entries(v)) if (scalar(v2)) out[`${k}.${k2}`] = v2;
+    }
+  }
+  return out;
+}

@@ -28,10 +28,10 @@ _EXPORTS = {
     "collapse": "oplora.collapse",
     "save_generator": "oplora.checkpoint",
     "load_generator": "oplora.checkpoint",
-    "validate_spec": "oplora.spec",
-    "SpecError": "oplora.spec",
-    "run_spec": "oplora.runner",
-    "InputError": "oplora.runner",
+    "validate_spec": "oplora.run.spec",
+    "SpecError": "oplora.run.spec",
+    "run_spec": "oplora.run.runner",
+    "InputError": "oplora.run.runner",
 }
 
 __all__ = [
@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     from .collapse import collapse
     from .config import OPLoRAConfig
     from .generator import FactorGenerator
-    from .runner import InputError, run_spec
-    from .spec import SpecError, validate_spec
+    from .run.runner import InputError, run_spec
+    from .run.spec import SpecError, validate_spec
 
 
 def __getattr__(name: str) -> Any:

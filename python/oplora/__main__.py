@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .runner import EXIT_INVALID
+from .run.runner import EXIT_INVALID
 
 
 def _load(path: str) -> Any:
@@ -47,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "run":
-        from .runner import run_spec
+        from .run.runner import run_spec
 
         _, code = run_spec(_load(args.spec), Path(args.out), args.events_fd, args.watch_stdin, args.resume)
         return code
     if args.command == "validate":
-        from .spec import SpecError, validate_spec
+        from .run.spec import SpecError, validate_spec
 
         try:
             print(json.dumps(validate_spec(_load(args.spec)), indent=2))
@@ -61,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INVALID
         return 0
     if args.command == "doctor":
-        from .environment import doctor
+        from .run.environment import doctor
 
         report = doctor()
         print(json.dumps(report, indent=2))
         return 0 if report["ok"] else 1
     if args.command == "worker":
-        from .worker import serve
+        from .run.worker import serve
 
         return serve()
     return EXIT_INVALID

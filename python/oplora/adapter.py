@@ -27,10 +27,26 @@ def apply_adapter(peft_model: nn.Module, adapter: dict[str, Any]) -> tuple[nn.Mo
 
         op = attach(peft_model, OPLoRAConfig.from_dict(adapter["generator"]))
         return op, list(op.generator.parameters())
-    params = [p for n, p in peft_model.named_parameters() if "lora_" in n]
-    for n, p in peft_model.named_parameters():
-        p.requires_grad_("lora_" in n)
+    params = list(lora_parameters(peft_model).values())
+    for p in peft_model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
     return peft_model, params
+
+
+def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The LoRA parameters PEFT injected (lora_A, lora_B, embedding variants), by qualified name, found
+    through PEFT's own layer type (`peft.tuners.lora.LoraLayer`) rather than by parameter name."""
+    from peft.tuners.lora import LoraLayer
+
+    out: dict[str, nn.Parameter] = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            for attr in module.adapter_layer_names:
+                for name, p in getattr(module, attr).named_parameters():
+                    out[f"{module_name}.{attr}.{name}"] = p
+    return out
 
 
 def finalize_adapter(module: nn.Module) -> nn.Module:

@@ -233,6 +233,33 @@ class OPLoRAModel(nn.Module):
         """Parameters of the LoRA factors (what the collapsed adapter stores): Σ_l numel(A_l) + numel(B_l)."""
         return sum(a.numel() + b.numel() for a, b in self._shapes)
 
+    def collapse_to_base(self) -> nn.Module:
+        """The work of `oplora.collapse` (call that): generate once, store the factors as the LoRA weights,
+        remove the parametrizations, restore the base's requires_grad flags, drop the generator."""
+        if self.collapsed:
+            raise RuntimeError("collapse: this OPLoRAModel was already collapsed")
+        cache = self._cache
+        with torch.no_grad():
+            factors = [
+                (
+                    a.clone(memory_format=torch.contiguous_format),
+                    b.clone(memory_format=torch.contiguous_format),
+                )
+                for a, b in self.generator(cache.formulation)
+            ]
+            cache.pin(factors)
+            for a_module, b_module in self._lora_modules:
+                for module in (a_module, b_module):
+                    parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        for p, flag in self._requires_grad.items():
+            p.requires_grad_(flag)
+        cache.close()
+        self._pre_hook.remove()
+        del self.generator
+        self._requires_grad = {}
+        self.collapsed = True
+        return self.base
+
     def extra_repr(self) -> str:
         return f"adapter={self.adapter_name!r}, layers={len(self.layer_names)}, collapsed={self.collapsed}"
 

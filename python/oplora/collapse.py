@@ -10,9 +10,7 @@ optimiser holding them stays valid). "Merge" keeps PEFT's meaning (fold ΔW into
 
 from __future__ import annotations
 
-import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from .bind import OPLoRAModel
 
@@ -29,21 +27,4 @@ def collapse(op: OPLoRAModel) -> nn.Module:
         raise TypeError(f"collapse: expected an OPLoRAModel (from attach), got {type(op).__name__}")
     if op.collapsed:
         raise RuntimeError("collapse: this OPLoRAModel was already collapsed")
-    cache = op._cache
-    with torch.no_grad():
-        factors = [
-            (a.clone(memory_format=torch.contiguous_format), b.clone(memory_format=torch.contiguous_format))
-            for a, b in op.generator(cache.formulation)
-        ]
-        cache.pin(factors)
-        for a_module, b_module in op._lora_modules:
-            for module in (a_module, b_module):
-                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-    for p, flag in op._requires_grad.items():
-        p.requires_grad_(flag)
-    cache.close()
-    op._pre_hook.remove()
-    del op.generator
-    op._requires_grad = {}
-    op.collapsed = True
-    return op.base
+    return op.collapse_to_base()

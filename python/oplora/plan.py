@@ -17,7 +17,7 @@ Training memory (bytes), activations excluded:
 
 A task module provides `lora_layer_shapes(spec) -> [(name, A shape, B shape)]` and
 `base_parameter_count(spec) -> int`, computed without loading weights; `base_dtype_bytes(spec)` is optional
-(default 4, fp32). Tasks without them fall back to `FALLBACKS` here.
+(default 4, fp32). `plan_adapter(spec)` is optional too, for a spec without an `adapter` block.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from .spec import validate_spec
+from .run.spec import validate_spec
 
 Shape = tuple[int, ...]
 LayerShapes = list[tuple[str, Shape, Shape]]
@@ -38,43 +38,20 @@ BYTES_PER_TRAINABLE = 16  # fp32 param + grad + Adam m + Adam v
 HEADROOM = 0.9  # leave 10% of the device for activations, the CUDA context and fragmentation
 
 
-def _study_trial(spec: dict[str, Any]) -> dict[str, Any]:
-    """A `matrix_factorization_study` plans as its largest trial: one OP-MF run (trials run one at a time)."""
-    return {
-        "matrix": spec["matrix"],
-        "adapter": {"kind": "op-lora", "r": spec["r"], "generator": spec["generator"]},
-    }
-
-
-def _mf_shapes(spec: dict[str, Any]) -> LayerShapes:
-    m, r = spec["matrix"], int(spec["adapter"]["r"])
-    return [("linear", (r, int(m["cols"])), (int(m["rows"]), r))]
-
-
-def _mf_base(spec: dict[str, Any]) -> int:
-    return int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
-
-
-FALLBACKS: dict[str, tuple[Callable[[dict[str, Any]], LayerShapes], Callable[[dict[str, Any]], int]]] = {
-    "matrix_factorization": (_mf_shapes, _mf_base),
-    "matrix_factorization_study": (
-        lambda s: _mf_shapes(_study_trial(s)),
-        lambda s: _mf_base(_study_trial(s)),
-    ),
-}
-
-
 def adapter_of(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec's adapter block (the study's is built from its `r` and `generator`)."""
+    """The spec's adapter block, or the one its task plans with (`plan_adapter(spec)`, e.g. the MF study's)."""
     if "adapter" in spec:
         return spec["adapter"]
-    if "r" in spec and "generator" in spec:
-        return _study_trial(spec)["adapter"]
-    raise ValueError(f"task {spec['task']!r}: the spec has no adapter block to plan")
+    from .run.runner import TASK_MODULES
+
+    hook = getattr(importlib.import_module(TASK_MODULES[spec["task"]]), "plan_adapter", None)
+    if hook is None:
+        raise ValueError(f"task {spec['task']!r}: the spec has no adapter block to plan")
+    return hook(spec)
 
 
 def _task_hooks(task: str) -> tuple[Callable[..., LayerShapes], Callable[..., int], Callable[..., int]]:
-    from .runner import TASK_MODULES
+    from .run.runner import TASK_MODULES
 
     module: Any = None
     try:
@@ -83,8 +60,6 @@ def _task_hooks(task: str) -> tuple[Callable[..., LayerShapes], Callable[..., in
         module = None
     shapes = getattr(module, "lora_layer_shapes", None)
     base = getattr(module, "base_parameter_count", None)
-    if (shapes is None or base is None) and task in FALLBACKS:
-        shapes, base = shapes or FALLBACKS[task][0], base or FALLBACKS[task][1]
     if shapes is None or base is None:
         raise NotImplementedError(
             f"task {task!r} cannot be planned yet: its module needs lora_layer_shapes(spec) and base_parameter_count(spec)"
@@ -128,7 +103,7 @@ def device_memory(device: str) -> tuple[str, int | None]:
     try:
         import torch
 
-        from .environment import resolve_device
+        from .run.environment import resolve_device
 
         dev = resolve_device(device)
         if dev.type == "cuda":

@@ -12,17 +12,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
-import type { Readable } from "node:stream";
-import { execa } from "execa";
 import { ProtocolError } from "../errors.js";
 import { RunEvent } from "../events.js";
 import type { Spec } from "../spec/index.js";
-import { pythonEnv, resolvePython } from "./python.js";
-
-/** SIGTERM first; SIGKILL after this many ms if Python has not exited. */
-export const KILL_GRACE_MS = 5_000;
-const TAIL_BYTES = 16_384;
+import { KILL_GRACE_MS, type ProcessExit, PythonProcess } from "./process.js";
+import { resolvePython } from "./python.js";
 
 export interface JobOptions {
   outDir: string;
@@ -36,11 +30,7 @@ export interface JobOptions {
   killGraceMs?: number | undefined;
 }
 
-export interface JobExit {
-  exitCode: number | undefined;
-  signal: string | undefined;
-  /** The spawn itself failed (e.g. ENOENT), with its message. */
-  spawnError: string | undefined;
+export interface JobExit extends ProcessExit {
   stderrTail: string;
   stdoutTail: string;
   protocolError: ProtocolError | undefined;
@@ -53,17 +43,6 @@ export interface Job {
   exit: Promise<JobExit>;
 }
 
-/** A bounded tail of a text stream. */
-class Tail {
-  private text = "";
-  push(chunk: string): void {
-    this.text = (this.text + chunk).slice(-TAIL_BYTES);
-  }
-  toString(): string {
-    return this.text;
-  }
-}
-
 export function startJob(spec: Spec, options: JobOptions, onEvent: (event: RunEvent) => void): Job {
   const python = resolvePython(options);
   const runDir = resolve(options.outDir);
@@ -72,70 +51,50 @@ export function startJob(spec: Spec, options: JobOptions, onEvent: (event: RunEv
   writeFileSync(specFile, JSON.stringify(spec));
   const args = ["-m", "oplora", "run", specFile, "--out", runDir, "--events-fd", "3", "--watch-stdin"];
   if (options.resume) args.push("--resume");
-
-  const proc = execa(python, args, {
-    stdio: ["pipe", "pipe", "pipe", "pipe"],
-    buffer: false,
-    reject: false,
-    cancelSignal: options.cancelSignal,
-    forceKillAfterDelay: options.killGraceMs ?? KILL_GRACE_MS,
-    cleanup: true,
-    env: pythonEnv(options.env),
-    extendEnv: false,
-    stripFinalNewline: false,
-    encoding: "utf8",
-  });
-
-  const stderr = new Tail();
-  const stdout = new Tail();
-  proc.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr.push(chunk);
-    options.onStderr?.(chunk);
-  });
-  proc.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
-    stdout.push(chunk);
-    options.onStdout?.(chunk);
-  });
+  const graceMs = options.killGraceMs ?? KILL_GRACE_MS;
 
   let protocolError: ProtocolError | undefined;
-  const eventsStream = proc.stdio[3] as Readable | undefined;
-  const eventsDone = eventsStream ? readEvents(eventsStream) : Promise.resolve();
-
-  async function readEvents(stream: Readable): Promise<void> {
-    const lines = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
-    for await (const line of lines) {
-      if (!line.trim() || protocolError) continue;
-      let event: RunEvent;
-      try {
-        const parsed = RunEvent.safeParse(JSON.parse(line));
-        if (!parsed.success)
-          throw new Error(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
-        event = parsed.data;
-      } catch (e) {
-        protocolError = new ProtocolError(
-          `malformed event from Python (${(e as Error).message}): ${line.slice(0, 300)}`,
+  const malformed = (line: string, why: string) => {
+    if (protocolError) return;
+    protocolError = new ProtocolError(`malformed event from Python (${why}): ${line.slice(0, 300)}`);
+    if (!options.cancelSignal.aborted) void proc.terminate(graceMs);
+  };
+  const proc = new PythonProcess({
+    python,
+    args,
+    env: options.env,
+    onStdout: options.onStdout,
+    onStderr: options.onStderr,
+    onMalformed: (line, e) => malformed(line, e.message),
+    onMessage: (message, line) => {
+      if (protocolError) return;
+      const parsed = RunEvent.safeParse(message);
+      if (!parsed.success)
+        return malformed(
+          line,
+          parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
         );
-        if (!options.cancelSignal.aborted) proc.kill("SIGTERM");
-        continue;
-      }
-      if (event.type === "started") rmSync(specDir, { recursive: true, force: true });
-      onEvent(event);
-    }
-  }
+      if (parsed.data.type === "started") rmSync(specDir, { recursive: true, force: true });
+      onEvent(parsed.data);
+    },
+  });
+  const onCancel = () => void proc.terminate(graceMs);
+  if (options.cancelSignal.aborted) onCancel();
+  else options.cancelSignal.addEventListener("abort", onCancel, { once: true });
 
   const exit = (async (): Promise<JobExit> => {
-    const result = await proc;
+    const ended = await proc.exit;
+    options.cancelSignal.removeEventListener("abort", onCancel);
     // The events pipe normally closes with the process; a leftover grandchild could hold it open.
-    await Promise.race([eventsDone.catch(() => undefined), new Promise((r) => setTimeout(r, 1_000).unref())]);
+    await Promise.race([
+      proc.channelClosed.catch(() => undefined),
+      new Promise((r) => setTimeout(r, 1_000).unref()),
+    ]);
     rmSync(specDir, { recursive: true, force: true });
-    const spawnError =
-      result.failed && result.exitCode === undefined && !result.signal ? result.message : undefined;
     return {
-      exitCode: result.exitCode,
-      signal: result.signal,
-      spawnError: spawnError && !result.isCanceled ? spawnError : undefined,
-      stderrTail: stderr.toString(),
-      stdoutTail: stdout.toString(),
+      ...ended,
+      stderrTail: proc.stderr.toString(),
+      stdoutTail: proc.stdout.toString(),
       protocolError,
     };
   })();

@@ -173,7 +173,7 @@ export class QuickBridge {
       this.exitHook = () => this.live?.proc.kill("SIGKILL");
       process.once("exit", this.exitHook);
     }
-    const module = Promise.race([pythonia.python("oplora.quick"), died]);
+    const module = Promise.race([pythonia.python("oplora.run.quick"), died]);
     module.catch(() => undefined);
     this.live = { pythonia, proc, module, died, python };
     return this.live;

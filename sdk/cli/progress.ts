@@ -1,26 +1,12 @@
 /** Run progress for the terminal: a redrawn bar on a TTY (step/total, loss, rate, ETA), plain lines otherwise. */
 import type { RunEvent } from "../events.js";
 import type { RunResult } from "../result.js";
+import { clock, formatNumber as num } from "./format.js";
 
 export interface ProgressWriter {
   write(text: string): unknown;
   isTTY?: boolean;
   columns?: number;
-}
-
-function clock(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return "--:--";
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const ss = String(s % 60).padStart(2, "0");
-  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
-}
-
-function num(x: number | null | undefined): string {
-  if (x === null || x === undefined) return "-";
-  if (Number.isInteger(x)) return String(x);
-  return Math.abs(x) >= 1e-3 && Math.abs(x) < 1e4 ? x.toPrecision(4) : x.toExponential(3);
 }
 
 export class Progress {

@@ -10,8 +10,9 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { scalarMetrics } from "../result.js";
 import { readManifest, type SweepManifest } from "../sweep/store.js";
-import { scalarMetrics, type TrialRow } from "../sweep/sweep.js";
+import type { TrialRow } from "../sweep/sweep.js";
 
 export interface Series {
   step: number[];

@@ -130,7 +130,7 @@ export async function drawFigures(
   const specPath = join(outDir, "figures.json");
   writeFileSync(specPath, `${JSON.stringify({ figures }, null, 1)}\n`);
   const python = resolvePython(options);
-  await run(python, ["-m", "oplora.report_figures", specPath, outDir], {
+  await run(python, ["-m", "oplora.figures.report_figures", specPath, outDir], {
     env: pythonEnv({ MPLBACKEND: "Agg" }) as NodeJS.ProcessEnv,
     maxBuffer: 16 * 1024 * 1024,
     timeout: 300_000,

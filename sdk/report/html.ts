@@ -57,30 +57,7 @@ export function renderHtml({ data, figures, comparisons, arms, generatedAt }: Ht
   const rows = data.trials.map((t) => t.row);
   const counts = { succeeded: 0, failed: 0, cancelled: 0, not_run: 0 };
   for (const r of rows) counts[r.status]++;
-  const metricKeys = [
-    ...new Set(
-      rows.flatMap((r) =>
-        Object.entries(r.metrics)
-          .filter(([, v]) => typeof v === "number")
-          .map(([k]) => k),
-      ),
-    ),
-  ].filter((k) => !["seed", "lr", "steps", "wall_s"].includes(k));
-  const axisKeys = [...new Set(rows.flatMap((r) => Object.keys(r.axes)))];
-
-  const compTable = comparisons.length
-    ? `<div class="wrap"><table><tr><th>comparison</th><th>shared setting</th><th>LoRA arm</th><th>OP-LoRA arm</th>
-<th>metric</th><th>LoRA final</th><th>OP-LoRA final</th><th>OP − LoRA (paired by seed)</th><th>OP / LoRA</th>
-<th>steps to LoRA's final loss: LoRA / OP</th><th>speed-up</th></tr>
-${comparisons
-  .map(
-    (c) => `<tr><td>${e(c.kind)}</td><td>${e(c.context)}</td><td>${e(c.lora)}</td><td>${e(c.opLora)}</td>
-<td>${e(c.metric)}</td><td class="num">${fmtStat(c.loraFinal)}</td><td class="num">${fmtStat(c.opFinal)}</td><td class="num">${fmtStat(c.difference)}</td>
-<td class="num">${fmt(c.ratio)}</td><td class="num">${fmt(c.stepsLora)} / ${fmt(c.stepsOp)}</td>
-<td class="num">${c.speedup === null ? (c.stepsLora !== null ? "never reached" : "—") : `${fmt(c.speedup)}×`}</td></tr>`,
-  )
-  .join("\n")}</table></div>`
-    : `<p class="dim">No LoRA vs OP-LoRA pairs (the sweep has no <code>adapter.kind</code> axis with both kinds).</p>`;
+  const compTable = comparisonTable(comparisons);
 
   const armTable = `<div class="wrap"><table><tr><th>arm</th><th>trials</th><th>succeeded</th><th>final ${e(data.primary ?? "metric")} (mean ± std)</th></tr>
 ${arms.map((a) => `<tr><td>${e(a.label)}</td><td class="num">${a.n}</td><td class="num">${a.succeeded}</td><td class="num">${fmtStat(a.final)}</td></tr>`).join("\n")}</table></div>`;
@@ -108,18 +85,7 @@ ${arms.map((a) => `<tr><td>${e(a.label)}</td><td class="num">${a.n}</td><td clas
         .join("\n")}</div>`
     : "";
 
-  const resultTable = `<div class="wrap"><table><tr><th>id</th>${axisKeys.map((k) => `<th>${e(k)}</th>`).join("")}<th>status</th>
-${metricKeys.map((k) => `<th>${e(k)}</th>`).join("")}<th>wall s</th><th>error</th></tr>
-${rows
-  .map(
-    (
-      r,
-    ) => `<tr><td><code>${e(r.id)}</code></td>${axisKeys.map((k) => `<td>${e(fmt(r.axes[k]))}</td>`).join("")}
-<td class="${r.status === "succeeded" ? "ok" : "bad"}">${e(r.status)}${r.reused ? " (reused)" : ""}</td>
-${metricKeys.map((k) => `<td class="num">${e(fmt(r.metrics[k]))}</td>`).join("")}<td class="num">${fmt(r.wallS)}</td>
-<td>${r.error ? e(`${r.error.type}: ${r.error.message}`.slice(0, 300)) : ""}</td></tr>`,
-  )
-  .join("\n")}</table></div>`;
+  const resultTable = trialTable(rows);
 
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -139,4 +105,50 @@ ${gridHtml}
 ${resultTable}
 </body></html>
 `;
+}
+
+/** The LoRA vs OP-LoRA table (one row per paired comparison). */
+function comparisonTable(comparisons: Comparison[]): string {
+  const e = escapeHtml;
+  return comparisons.length
+    ? `<div class="wrap"><table><tr><th>comparison</th><th>shared setting</th><th>LoRA arm</th><th>OP-LoRA arm</th>
+<th>metric</th><th>LoRA final</th><th>OP-LoRA final</th><th>OP − LoRA (paired by seed)</th><th>OP / LoRA</th>
+<th>steps to LoRA's final loss: LoRA / OP</th><th>speed-up</th></tr>
+${comparisons
+  .map(
+    (c) => `<tr><td>${e(c.kind)}</td><td>${e(c.context)}</td><td>${e(c.lora)}</td><td>${e(c.opLora)}</td>
+<td>${e(c.metric)}</td><td class="num">${fmtStat(c.loraFinal)}</td><td class="num">${fmtStat(c.opFinal)}</td><td class="num">${fmtStat(c.difference)}</td>
+<td class="num">${fmt(c.ratio)}</td><td class="num">${fmt(c.stepsLora)} / ${fmt(c.stepsOp)}</td>
+<td class="num">${c.speedup === null ? (c.stepsLora !== null ? "never reached" : "—") : `${fmt(c.speedup)}×`}</td></tr>`,
+  )
+  .join("\n")}</table></div>`
+    : `<p class="dim">No LoRA vs OP-LoRA pairs (the sweep has no <code>adapter.kind</code> axis with both kinds).</p>`;
+}
+
+/** Every trial: its axes, status, numeric metrics, wall time and error. */
+function trialTable(rows: HtmlInput["data"]["trials"][number]["row"][]): string {
+  const e = escapeHtml;
+  const metricKeys = [
+    ...new Set(
+      rows.flatMap((r) =>
+        Object.entries(r.metrics)
+          .filter(([, v]) => typeof v === "number")
+          .map(([k]) => k),
+      ),
+    ),
+  ].filter((k) => !["seed", "lr", "steps", "wall_s"].includes(k));
+  const axisKeys = [...new Set(rows.flatMap((r) => Object.keys(r.axes)))];
+
+  return `<div class="wrap"><table><tr><th>id</th>${axisKeys.map((k) => `<th>${e(k)}</th>`).join("")}<th>status</th>
+${metricKeys.map((k) => `<th>${e(k)}</th>`).join("")}<th>wall s</th><th>error</th></tr>
+${rows
+  .map(
+    (
+      r,
+    ) => `<tr><td><code>${e(r.id)}</code></td>${axisKeys.map((k) => `<td>${e(fmt(r.axes[k]))}</td>`).join("")}
+<td class="${r.status === "succeeded" ? "ok" : "bad"}">${e(r.status)}${r.reused ? " (reused)" : ""}</td>
+${metricKeys.map((k) => `<td class="num">${e(fmt(r.metrics[k]))}</td>`).join("")}<td class="num">${fmt(r.wallS)}</td>
+<td>${r.error ? e(`${r.error.type}: ${r.error.message}`.slice(0, 300)) : ""}</td></tr>`,
+  )
+  .join("\n")}</table></div>`;
 }

@@ -1,7 +1,8 @@
 /**
  * Matrix factorisation, the paper's proxy task: fit B @ A (rank r) to M = U diag(sigma) V^T.
- * `matrix_factorization` is one run (MF or OP-MF); `matrix_factorization_study` is the whole protocol of
- * design.md section 5 (spectra x optimizers x arms x learning-rate grid x seeds) in one job.
+ * `matrix_factorization` is one run (MF or OP-MF); `matrix_factorization_study` is the whole comparison
+ * (spectra x optimizers x arms x learning-rate grid x seeds) in one job: each arm with its best learning
+ * rate from the same grid, steps to each relative-excess threshold, excess at the step budget.
  *
  * M is scaled so that ||M||_F^2 = rows * cols; loss = ||dW - M||_F^2 / (rows * cols) (1 at step 0);
  * relative excess = (loss - Eckart-Young optimum) / (1 - optimum), i.e. the excess over the initial excess.
@@ -80,3 +81,28 @@ export const MatrixFactorizationStudySpec = z.strictObject({
   log_every: z.int().positive().default(10).describe("record loss and effective rank every N steps"),
   thresholds,
 });
+
+/**
+ * Metrics of one matrix factorisation run. Losses are mean squared errors
+ * `||scaling * B @ A - M||_F^2 / (rows * cols)`, with M scaled so the loss at step 0 (ΔW = 0) is 1.
+ */
+export const MatrixFactorizationMetrics = z.looseObject({
+  final_loss: z.number(),
+  optimal_loss: z
+    .number()
+    .describe("Eckart-Young: sum of the squared singular values beyond r, / (rows*cols)"),
+  excess_loss: z.number().describe("final_loss - optimal_loss"),
+  relative_excess: z
+    .number()
+    .describe("excess_loss / the excess at step 0 (1 at the start, 0 at the optimum)"),
+  loss_curve: z.array(z.looseObject({ step: z.int(), loss: z.number().nullable() })),
+  effective_rank_curve: z.array(z.looseObject({ step: z.int(), effective_rank: z.number().nullable() })),
+  steps_to_excess: z
+    .record(z.string(), z.int().nullable())
+    .describe(
+      'first step whose relative excess fell below each threshold, keyed "1e-2", "1e-3", ... (null: never)',
+    ),
+});
+
+/** The study's metrics are its own (tables of arms x optimizers x spectra); typed loosely. */
+export const MatrixFactorizationStudyMetrics = z.looseObject({});

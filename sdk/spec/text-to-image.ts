@@ -117,7 +117,13 @@ export const TextToImageMetrics = z.looseObject({
   loss_curve: z
     .array(z.looseObject({ step: z.int(), loss: z.number().nullable() }))
     .describe("training loss per step"),
-  cmmd: z.number().nullable().optional().describe("final CMMD vs the reference set (design.md section 4)"),
+  cmmd: z
+    .number()
+    .nullable()
+    .optional()
+    .describe(
+      "final CMMD vs the reference set: 1000 x MMD^2 (biased) between L2-normalised CLIP ViT-L/14@336 image embeddings, Gaussian RBF kernel, sigma 10",
+    ),
   cmmd_num_reference: z.int().optional(),
   cmmd_num_generated: z.int().optional(),
   cmmd_curve: z

@@ -3,7 +3,6 @@ export { canonicalJson, specHash } from "./canonical.js";
 export { SweepInvalidError, SweepLockedError, WorkerCrashedError } from "./errors.js";
 export { type Axes, expandSweep, type SpecPath, type SweepPlan, type Trial } from "./expand.js";
 export type { Mode } from "./lanes.js";
-export { SweepProgress } from "./progress.js";
 export { type ManifestTrial, readManifest, type SweepManifest, type TrialStatus } from "./store.js";
 export { STUDIES, type Study } from "./studies.js";
 export {

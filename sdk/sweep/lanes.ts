@@ -1,5 +1,5 @@
 /**
- * How a trial runs: `warm` (a long-lived worker per slot, python/oplora/worker.py) or `cold` (one
+ * How a trial runs: `warm` (a long-lived worker per slot, `python -m oplora worker`) or `cold` (one
  * `python -m oplora run` process per trial, through `run()`). Both end every trial with a consistent
  * result.json in its run directory and never throw: the outcome says what happened.
  */
@@ -10,7 +10,7 @@ import { CancelledError, TrainingFailedError } from "../errors.js";
 import type { RunEvent } from "../events.js";
 import type { RunResult } from "../result.js";
 import { run } from "../run.js";
-import { readResult, writeResultAtomic } from "../run-dir.js";
+import { readResult, writeCrashResult } from "../run-dir.js";
 import type { Trial } from "./expand.js";
 import { Worker } from "./worker.js";
 
@@ -55,35 +55,6 @@ function outcomeOf(
   };
 }
 
-/** result.json for a trial whose process died before writing one. */
-function writeCrashResult(
-  trial: Trial,
-  dir: string,
-  status: "failed" | "cancelled",
-  error: Error | null,
-  t0: number,
-): RunResult {
-  const now = new Date();
-  const result = {
-    status,
-    task: trial.spec.task,
-    run_dir: dir,
-    metrics: null,
-    artifacts: [],
-    error: error ? { type: error.name, message: error.message, traceback: "" } : null,
-    versions: {},
-    device: null,
-    timing: {
-      started_at: new Date(t0).toISOString(),
-      finished_at: now.toISOString(),
-      wall_s: (now.getTime() - t0) / 1000,
-    },
-    written_by: "sdk",
-  } as RunResult;
-  if (existsSync(dir)) writeResultAtomic(dir, result);
-  return result;
-}
-
 export class WarmLane implements Lane {
   readonly pids: number[] = [];
   private worker: Worker | undefined;
@@ -116,7 +87,7 @@ export class WarmLane implements Lane {
     onEvent: (e: RunEvent) => void,
     signal: AbortSignal,
   ): Promise<TrialOutcome> {
-    const t0 = Date.now();
+    const t0 = new Date();
     if (signal.aborted) return { status: "cancelled", result: null, error: null };
     const worker = this.ensure();
     const onAbort = () => void worker.terminate(this.options.killGraceMs);
@@ -135,7 +106,8 @@ export class WarmLane implements Lane {
     } catch (e) {
       // the worker died mid-trial: record the crash (or the cancel that killed it) in the trial's result.json
       const status = signal.aborted ? "cancelled" : "failed";
-      const result = writeCrashResult(trial, dir, status, status === "failed" ? (e as Error) : null, t0);
+      const error = status === "failed" ? { type: (e as Error).name, message: (e as Error).message } : null;
+      const result = writeCrashResult({ status, task: trial.spec.task, runDir: dir, error, startedAt: t0 });
       return outcomeOf(result, status, e);
     } finally {
       signal.removeEventListener("abort", onAbort);

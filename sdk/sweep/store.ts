@@ -10,10 +10,11 @@
  * directory is moved aside and deleted before it runs again, so results of different specs never mix.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { RunResult } from "../result.js";
+import { writeFileAtomic } from "../run-dir.js";
 import { sameJson } from "./canonical.js";
 import { SweepLockedError } from "./errors.js";
 import type { SweepPlan } from "./expand.js";
@@ -50,13 +51,6 @@ export interface SweepManifest {
 
 export function trialDir(sweepDir: string, id: string): string {
   return join(sweepDir, RUNS, id);
-}
-
-/** Write `text` to `path` through a temporary file and a rename (readers never see half a file). */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
 }
 
 export async function readJson<T = unknown>(path: string): Promise<T | undefined> {

@@ -13,14 +13,16 @@
  * of `for await`) stops every running trial and keeps the finished ones; the table says what ran.
  * With several GPUs (or `devices`), each slot pins one device through CUDA_VISIBLE_DEVICES.
  */
-import { execFileSync } from "node:child_process";
 import { mkdir } from "node:fs/promises";
 import { relative, resolve } from "node:path";
+import { KILL_GRACE_MS } from "../bridge/process.js";
 import type { RunEvent } from "../events.js";
-import type { RunResult } from "../result.js";
+import { type RunResult, scalarMetrics } from "../result.js";
 import type { SpecInput } from "../spec/index.js";
+import { EventStream } from "../stream.js";
 import { expandSweep, type SweepPlan, type Trial } from "./expand.js";
-import { type Lane, type Mode, makeLane, type TrialOutcome, WarmLane } from "./lanes.js";
+import { detectGpus } from "./gpus.js";
+import { type Lane, type Mode, makeLane, WarmLane } from "./lanes.js";
 import {
   acquireLock,
   clearTrialDir,
@@ -99,44 +101,8 @@ export type SweepEvent =
   | { type: "trial_cancelled"; trial: TrialInfo; row: TrialRow }
   | { type: "sweep_finished"; results: SweepResults };
 
-export const KILL_GRACE_MS = 5_000;
-
 function info(t: Trial): TrialInfo {
   return { id: t.id, index: t.index, label: t.label, axes: t.axes };
-}
-
-/** Scalar metrics, one level of nested objects flattened into dotted keys. */
-export function scalarMetrics(metrics: unknown): Record<string, number | string | boolean | null> {
-  const out: Record<string, number | string | boolean | null> = {};
-  if (!metrics || typeof metrics !== "object") return out;
-  for (const [k, v] of Object.entries(metrics)) {
-    if (v === null || ["number", "string", "boolean"].includes(typeof v))
-      out[k] = v as number | string | boolean | null;
-    else if (v && typeof v === "object" && !Array.isArray(v)) {
-      for (const [k2, v2] of Object.entries(v)) {
-        if (v2 === null || ["number", "string", "boolean"].includes(typeof v2))
-          out[`${k}.${k2}`] = v2 as number | null;
-      }
-    }
-  }
-  return out;
-}
-
-/** GPUs nvidia-smi lists (indices as strings); none when it is missing. */
-export function detectGpus(): string[] {
-  try {
-    const out = execFileSync("nvidia-smi", ["--query-gpu=index", "--format=csv,noheader"], {
-      timeout: 5000,
-      stdio: ["ignore", "pipe", "ignore"],
-    });
-    return out
-      .toString()
-      .split("\n")
-      .map((s) => s.trim())
-      .filter(Boolean);
-  } catch {
-    return [];
-  }
 }
 
 /** Start a sweep. Throws SweepInvalidError at once (nothing started) when an axis or a trial is invalid. */
@@ -145,15 +111,88 @@ export function sweep(base: SpecInput, options: SweepOptions): SweepHandle {
   return new SweepHandle(base, trials, options);
 }
 
-export class SweepHandle implements AsyncIterable<SweepEvent>, PromiseLike<SweepResults> {
+/** The devices to pin, one per slot: the given list, or every GPU when "auto" finds two or more. */
+function pinnedDevices(devices: SweepOptions["devices"], toRun: number): readonly string[] {
+  if (Array.isArray(devices)) return devices;
+  if ((devices ?? "auto") !== "auto" || toRun === 0) return [];
+  const gpus = detectGpus();
+  return gpus.length >= 2 ? gpus : [];
+}
+
+/** The manifest and the results table of one sweep, kept in step. */
+class Ledger {
+  readonly rows = new Map<string, TrialRow>();
+  readonly entries: ManifestTrial[];
+  readonly manifest: ManifestWriter;
+
+  constructor(
+    private readonly dir: string,
+    private readonly trials: readonly Trial[],
+    base: SpecInput,
+    options: SweepOptions,
+    mode: Mode,
+  ) {
+    const now = new Date().toISOString();
+    const plan: SweepPlan = {
+      ...(options.axes && { axes: options.axes }),
+      ...(options.zip && { zip: options.zip }),
+      ...(options.seeds && { seeds: options.seeds }),
+    };
+    this.entries = trials.map((t) => ({
+      ...info(t),
+      hash: t.hash,
+      dir: relative(dir, trialDir(dir, t.id)),
+      status: "pending",
+      reused: false,
+      error: null,
+    }));
+    this.manifest = new ManifestWriter(dir, {
+      version: 1,
+      created_at: now,
+      updated_at: now,
+      base,
+      plan,
+      mode,
+      trials: this.entries,
+    });
+  }
+
+  entry(t: Trial): ManifestTrial {
+    return this.entries[this.trials.indexOf(t)] as ManifestTrial;
+  }
+
+  /** Record a trial's row (and its manifest entry); returns the row. */
+  record(
+    t: Trial,
+    status: TrialRow["status"],
+    result: RunResult | null,
+    reused: boolean,
+    error: TrialRow["error"],
+  ): TrialRow {
+    const row: TrialRow = {
+      ...info(t),
+      status,
+      reused,
+      metrics: scalarMetrics(result?.metrics),
+      error,
+      runDir: trialDir(this.dir, t.id),
+      wallS: result?.timing?.wall_s ?? null,
+    };
+    this.rows.set(t.id, row);
+    Object.assign(this.entry(t), { status, reused, error });
+    return row;
+  }
+
+  save(): Promise<void> {
+    return this.manifest.save();
+  }
+}
+
+export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
   readonly dir: string;
   readonly trials: readonly Trial[];
-  private readonly seen: SweepEvent[] = [];
-  private readonly waiters = new Set<() => void>();
   private readonly stop = new AbortController();
   private readonly lanes: Lane[] = [];
-  private readonly outcome: Promise<SweepResults>;
-  private settled = false;
 
   /** @internal use `sweep()` */
   constructor(
@@ -161,17 +200,13 @@ export class SweepHandle implements AsyncIterable<SweepEvent>, PromiseLike<Sweep
     trials: Trial[],
     private readonly options: SweepOptions,
   ) {
+    super();
     this.dir = resolve(options.outDir);
     this.trials = trials;
     const onAbort = () => this.stop.abort();
     if (options.signal?.aborted) this.stop.abort();
     options.signal?.addEventListener("abort", onAbort, { once: true });
-    this.outcome = this.execute(base).finally(() => {
-      options.signal?.removeEventListener("abort", onAbort);
-      this.settled = true;
-      this.wake();
-    });
-    this.outcome.catch(() => undefined);
+    this.settleWith(this.execute(base).finally(() => options.signal?.removeEventListener("abort", onAbort)));
   }
 
   /** Every process id started so far (workers or per-trial processes). */
@@ -179,198 +214,133 @@ export class SweepHandle implements AsyncIterable<SweepEvent>, PromiseLike<Sweep
     return this.lanes.flatMap((l) => l.pids);
   }
 
-  get events(): readonly SweepEvent[] {
-    return this.seen;
-  }
-
-  result(): Promise<SweepResults> {
-    return this.outcome;
-  }
-
-  // biome-ignore lint/suspicious/noThenProperty: a SweepHandle is deliberately awaitable, like a RunHandle
-  then<A = SweepResults, B = never>(
-    onfulfilled?: ((value: SweepResults) => A | PromiseLike<A>) | null,
-    onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
-  ): Promise<A | B> {
-    return this.outcome.then(onfulfilled, onrejected);
-  }
-
   /** Cancel every running trial, start no more, and wait until every process is gone. */
   async cancel(): Promise<SweepResults> {
     this.stop.abort();
-    return this.outcome;
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<SweepEvent> {
-    let i = 0;
-    let finished = false;
-    try {
-      for (;;) {
-        while (i < this.seen.length) yield this.seen[i++] as SweepEvent;
-        if (this.settled) break;
-        await new Promise<void>((r) => this.waiters.add(r));
-      }
-      finished = true;
-      await this.outcome;
-    } finally {
-      if (!finished) await this.cancel().catch(() => undefined);
-    }
-  }
-
-  private emit(event: SweepEvent): void {
-    this.seen.push(event);
-    this.wake();
-  }
-
-  private wake(): void {
-    for (const w of this.waiters) w();
-    this.waiters.clear();
+    return this.result();
   }
 
   private async execute(base: SpecInput): Promise<SweepResults> {
     const t0 = performance.now();
-    const o = this.options;
     await mkdir(this.dir, { recursive: true });
     const release = await acquireLock(this.dir);
     try {
-      const mode: Mode = o.mode ?? "warm";
-      const now = new Date().toISOString();
-      const plan: SweepPlan = {
-        ...(o.axes && { axes: o.axes }),
-        ...(o.zip && { zip: o.zip }),
-        ...(o.seeds && { seeds: o.seeds }),
-      };
-      const entries: ManifestTrial[] = this.trials.map((t) => ({
-        ...info(t),
-        hash: t.hash,
-        dir: relative(this.dir, trialDir(this.dir, t.id)),
-        status: "pending",
-        reused: false,
-        error: null,
-      }));
-      const manifest = new ManifestWriter(this.dir, {
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        base,
-        plan,
-        mode,
-        trials: entries,
-      });
-      const rows = new Map<string, TrialRow>();
-      const rowOf = (
-        t: Trial,
-        status: TrialRow["status"],
-        result: RunResult | null,
-        reused: boolean,
-        error: TrialRow["error"],
-      ) => {
-        const row: TrialRow = {
-          ...info(t),
-          status,
-          reused,
-          metrics: scalarMetrics(result?.metrics),
-          error,
-          runDir: trialDir(this.dir, t.id),
-          wallS: result?.timing?.wall_s ?? null,
-        };
-        rows.set(t.id, row);
-        const entry = entries[this.trials.indexOf(t)] as ManifestTrial;
-        entry.status = status;
-        entry.reused = reused;
-        entry.error = error;
-        return row;
-      };
-
+      const mode: Mode = this.options.mode ?? "warm";
+      const ledger = new Ledger(this.dir, this.trials, base, this.options, mode);
       // resume: reuse what already succeeded for the same spec
       const queue: Trial[] = [];
       for (const t of this.trials) {
         const done = await reusableResult(trialDir(this.dir, t.id), t.spec);
         if (done)
-          this.emit({ type: "trial_skipped", trial: info(t), row: rowOf(t, "succeeded", done, true, null) });
+          this.push({
+            type: "trial_skipped",
+            trial: info(t),
+            row: ledger.record(t, "succeeded", done, true, null),
+          });
         else queue.push(t);
       }
-      await manifest.save();
-
-      let devices: readonly string[] = [];
-      if (Array.isArray(o.devices)) devices = o.devices;
-      else if ((o.devices ?? "auto") === "auto" && queue.length > 0) {
-        const gpus = detectGpus();
-        if (gpus.length >= 2) devices = gpus;
-      }
-      const slots = Math.max(1, Math.min(o.concurrency ?? (devices.length || 1), Math.max(1, queue.length)));
-      this.emit({
+      await ledger.save();
+      const devices = pinnedDevices(this.options.devices, queue.length);
+      const slots = Math.max(
+        1,
+        Math.min(this.options.concurrency ?? (devices.length || 1), Math.max(1, queue.length)),
+      );
+      this.push({
         type: "sweep_started",
         dir: this.dir,
         trials: this.trials.length,
         toRun: queue.length,
         slots,
       });
+      await this.runSlots(slots, devices, mode, queue, ledger);
 
-      const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
-      const runSlot = async (slot: number) => {
-        const device = devices.length ? (devices[slot % devices.length] as string) : null;
-        const env = { ...o.env, ...(device !== null && { CUDA_VISIBLE_DEVICES: device }) };
-        const lane = makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
-        this.lanes.push(lane);
-        if (lane instanceof WarmLane && queue.length > 0) lane.warm();
-        try {
-          for (;;) {
-            if (this.stop.signal.aborted) return;
-            const t = queue.shift();
-            if (!t) return;
-            const dir = trialDir(this.dir, t.id);
-            await clearTrialDir(this.dir, dir, t.id);
-            rowOf(t, "failed", null, false, null);
-            (entries[this.trials.indexOf(t)] as ManifestTrial).status = "running";
-            await manifest.save();
-            this.emit({ type: "trial_started", trial: info(t), slot, device });
-            const out: TrialOutcome = await lane.run(
-              t,
-              dir,
-              (event) => this.emit({ type: "trial_progress", trial: info(t), event }),
-              this.stop.signal,
-            );
-            const row = rowOf(t, out.status, out.result, false, out.error);
-            await manifest.save();
-            if (out.status === "succeeded") this.emit({ type: "trial_finished", trial: info(t), row });
-            else if (out.status === "cancelled") this.emit({ type: "trial_cancelled", trial: info(t), row });
-            else {
-              this.emit({ type: "trial_failed", trial: info(t), row });
-              if (o.failFast) this.stop.abort();
-            }
-          }
-        } finally {
-          await lane.close();
-        }
-      };
-      const settled = await Promise.allSettled(
-        Array.from({ length: slots }, (_, i) =>
-          runSlot(i).catch((e: unknown) => {
-            this.stop.abort(); // one slot broke (e.g. the disk): stop the others before reporting it
-            throw e;
-          }),
-        ),
-      );
-      const broken = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
-      if (broken) throw broken.reason;
-
-      for (const t of this.trials) if (!rows.has(t.id)) rowOf(t, "not_run", null, false, null);
-      await manifest.save();
-      const ordered = this.trials.map((t) => rows.get(t.id) as TrialRow);
+      for (const t of this.trials) if (!ledger.rows.has(t.id)) ledger.record(t, "not_run", null, false, null);
+      await ledger.save();
+      const rows = this.trials.map((t) => ledger.rows.get(t.id) as TrialRow);
       const counts = { succeeded: 0, failed: 0, cancelled: 0, not_run: 0 };
-      for (const r of ordered) counts[r.status]++;
+      for (const r of rows) counts[r.status]++;
       const results: SweepResults = {
         dir: this.dir,
-        rows: ordered,
+        rows,
         counts,
         stopped: this.stop.signal.aborted,
         wallS: (performance.now() - t0) / 1000,
       };
-      this.emit({ type: "sweep_finished", results });
+      this.push({ type: "sweep_finished", results });
       return results;
     } finally {
       await release();
+    }
+  }
+
+  /** Run the queue on `slots` lanes; one broken slot (e.g. the disk) stops the others, then throws. */
+  private async runSlots(
+    slots: number,
+    devices: readonly string[],
+    mode: Mode,
+    queue: Trial[],
+    ledger: Ledger,
+  ): Promise<void> {
+    const settled = await Promise.allSettled(
+      Array.from({ length: slots }, (_, slot) => {
+        const device = devices.length ? (devices[slot % devices.length] as string) : null;
+        return this.runSlot(slot, device, mode, queue, ledger).catch((e: unknown) => {
+          this.stop.abort();
+          throw e;
+        });
+      }),
+    );
+    const broken = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (broken) throw broken.reason;
+  }
+
+  /** One slot: a lane that takes trials off the queue until it is empty or the sweep stops. */
+  private async runSlot(
+    slot: number,
+    device: string | null,
+    mode: Mode,
+    queue: Trial[],
+    ledger: Ledger,
+  ): Promise<void> {
+    const o = this.options;
+    const env = { ...o.env, ...(device !== null && { CUDA_VISIBLE_DEVICES: device }) };
+    const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
+    const lane = makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
+    this.lanes.push(lane);
+    if (lane instanceof WarmLane && queue.length > 0) lane.warm();
+    try {
+      while (!this.stop.signal.aborted) {
+        const t = queue.shift();
+        if (!t) return;
+        await this.runTrial(t, slot, device, lane, ledger);
+      }
+    } finally {
+      await lane.close();
+    }
+  }
+
+  private async runTrial(
+    t: Trial,
+    slot: number,
+    device: string | null,
+    lane: Lane,
+    ledger: Ledger,
+  ): Promise<void> {
+    const dir = trialDir(this.dir, t.id);
+    await clearTrialDir(this.dir, dir, t.id);
+    ledger.record(t, "failed", null, false, null);
+    ledger.entry(t).status = "running";
+    await ledger.save();
+    this.push({ type: "trial_started", trial: info(t), slot, device });
+    const onEvent = (event: RunEvent) => this.push({ type: "trial_progress", trial: info(t), event });
+    const out = await lane.run(t, dir, onEvent, this.stop.signal);
+    const row = ledger.record(t, out.status, out.result, false, out.error);
+    await ledger.save();
+    if (out.status === "succeeded") this.push({ type: "trial_finished", trial: info(t), row });
+    else if (out.status === "cancelled") this.push({ type: "trial_cancelled", trial: info(t), row });
+    else {
+      this.push({ type: "trial_failed", trial: info(t), row });
+      if (this.options.failFast) this.stop.abort();
     }
   }
 }

@@ -2,7 +2,7 @@
  * A warm worker: one `python -m oplora worker` process that runs trial after trial, so a sweep pays
  * Python's start-up (torch, diffusers, transformers imports) once per worker, not once per trial.
  *
- *   stdin  ──► {"id", "spec", "out_dir"}            one request per line (python/oplora/worker.py)
+ *   stdin  ──► {"id", "spec", "out_dir"}            one request per line (`python -m oplora worker`)
  *   fd 3   ◄── run events (NDJSON) ... {"reply": id, "code", "result"}
  *   stdout/stderr: library chatter, kept as a bounded tail for crash messages
  *
@@ -11,15 +11,10 @@
  * replies), then SIGKILL after a grace period. A worker that dies mid-trial rejects that trial with
  * `WorkerCrashedError`; the sweep records it as failed and starts a fresh worker for the next trial.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { createInterface } from "node:readline";
-import type { Readable, Writable } from "node:stream";
-import { pythonEnv } from "../bridge/python.js";
+import { PythonProcess } from "../bridge/process.js";
 import { RunEvent } from "../events.js";
 import type { RunResult } from "../result.js";
 import { WorkerCrashedError } from "./errors.js";
-
-const TAIL_CHARS = 8_000;
 
 export interface WorkerReply {
   code: number;
@@ -36,6 +31,7 @@ interface Pending {
 export interface WorkerOptions {
   python: string;
   env?: Record<string, string | undefined> | undefined;
+  /** Python's stdout and stderr chatter, as it arrives. */
   onStderr?: ((chunk: string) => void) | undefined;
 }
 
@@ -43,47 +39,33 @@ export class Worker {
   readonly pid: number;
   /** Settles when the process has exited. */
   readonly exited: Promise<{ code: number | null; signal: string | null }>;
-  private readonly proc: ChildProcess;
+  private readonly proc: PythonProcess;
   private pending: Pending | undefined;
-  private tail = "";
-  private gone = false;
   private seq = 0;
 
   constructor(options: WorkerOptions) {
-    this.proc = spawn(options.python, ["-m", "oplora", "worker"], {
-      stdio: ["pipe", "pipe", "pipe", "pipe"],
-      env: pythonEnv({ ...options.env, OPLORA_WORKER_FD: "3" }),
+    this.proc = new PythonProcess({
+      python: options.python,
+      args: ["-m", "oplora", "worker"],
+      env: { ...options.env, OPLORA_WORKER_FD: "3" },
       detached: true,
+      onStdout: options.onStderr,
+      onStderr: options.onStderr,
+      onMessage: (message) => this.onMessage(message),
     });
     this.pid = this.proc.pid ?? -1;
-    const keep = (chunk: Buffer) => {
-      const text = chunk.toString("utf8");
-      this.tail = (this.tail + text).slice(-TAIL_CHARS);
-      options.onStderr?.(text);
-    };
-    this.proc.stdout?.on("data", keep);
-    this.proc.stderr?.on("data", keep);
-    (this.proc.stdin as Writable).on("error", () => undefined); // EPIPE when the worker died: seen as exit
-    const channel = this.proc.stdio[3] as Readable;
-    createInterface({ input: channel, crlfDelay: Number.POSITIVE_INFINITY }).on("line", (line) =>
-      this.onLine(line),
-    );
-    this.exited = new Promise((resolve) => {
-      this.proc.on("error", (e) => {
-        this.tail += `\n${e.message}`;
-      });
-      this.proc.on("close", (code, signal) => {
-        this.gone = true;
-        const p = this.pending;
-        this.pending = undefined;
-        p?.reject(new WorkerCrashedError(code, signal, this.tail));
-        resolve({ code, signal });
-      });
+    this.exited = this.proc.exit.then((exit) => {
+      const code = exit.exitCode ?? null;
+      const signal = exit.signal ?? null;
+      const p = this.pending;
+      this.pending = undefined;
+      p?.reject(new WorkerCrashedError(code, signal, this.tail(exit.spawnError)));
+      return { code, signal };
     });
   }
 
   get alive(): boolean {
-    return !this.gone;
+    return this.proc.alive;
   }
 
   get busy(): boolean {
@@ -92,63 +74,44 @@ export class Worker {
 
   /** Run one spec into `outDir`; rejects with WorkerCrashedError if the process dies first. */
   run(spec: unknown, outDir: string, onEvent: (event: RunEvent) => void): Promise<WorkerReply> {
-    if (this.gone) return Promise.reject(new WorkerCrashedError(null, null, this.tail));
+    if (!this.proc.alive) return Promise.reject(new WorkerCrashedError(null, null, this.tail()));
     if (this.pending) return Promise.reject(new Error("worker is busy"));
     const id = `r${this.seq++}`;
     return new Promise<WorkerReply>((resolve, reject) => {
       this.pending = { id, onEvent, resolve, reject };
-      (this.proc.stdin as Writable).write(`${JSON.stringify({ id, spec, out_dir: outDir })}\n`);
+      this.proc.stdin.write(`${JSON.stringify({ id, spec, out_dir: outDir })}\n`);
     });
   }
 
   /** Signal the worker's whole process group (it leads one). */
   kill(signal: NodeJS.Signals): void {
-    if (this.gone) return;
-    try {
-      process.kill(-this.pid, signal);
-    } catch {
-      try {
-        this.proc.kill(signal);
-      } catch {
-        /* already gone */
-      }
-    }
+    this.proc.kill(signal);
   }
 
   /** Cancel the trial in progress: SIGTERM, then SIGKILL if the worker is still there after `graceMs`. */
   async terminate(graceMs: number): Promise<void> {
-    this.kill("SIGTERM");
-    await this.waitOrKill(graceMs);
+    await this.proc.terminate(graceMs);
+    await this.exited;
   }
 
   /** End the worker: close its stdin (it finishes and exits), SIGKILL after `graceMs`. */
   async close(graceMs: number): Promise<void> {
-    if (this.gone) return;
-    (this.proc.stdin as Writable).end();
-    await this.waitOrKill(graceMs);
+    if (!this.proc.alive) return;
+    this.proc.stdin.end();
+    await this.proc.waitOrKill(graceMs);
+    await this.exited;
   }
 
-  private async waitOrKill(graceMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<"timeout">((r) => {
-      timer = setTimeout(() => r("timeout"), graceMs);
-    });
-    const outcome = await Promise.race([this.exited, timeout]);
-    clearTimeout(timer);
-    if (outcome === "timeout") {
-      this.kill("SIGKILL");
-      await this.exited;
-    }
+  /** What the worker last wrote (stderr, then stdout), for crash messages. */
+  private tail(spawnError?: string): string {
+    return [this.proc.stderr.toString(), this.proc.stdout.toString(), spawnError ?? ""]
+      .filter((t) => t.trim())
+      .join("\n");
   }
 
-  private onLine(line: string): void {
-    if (!line.trim()) return;
-    let msg: Record<string, unknown>;
-    try {
-      msg = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      return;
-    }
+  private onMessage(message: unknown): void {
+    if (!message || typeof message !== "object") return;
+    const msg = message as Record<string, unknown>;
     if ("worker" in msg) return; // ready
     const p = this.pending;
     if ("reply" in msg) {

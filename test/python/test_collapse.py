@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oplora.adapter import lora_parameters
 from oplora.bind import attach
 from oplora.collapse import collapse
 from oplora.config import OPLoRAConfig
@@ -35,11 +36,11 @@ def test_collapse_leaves_plain_parameters_with_their_own_storage(
     make_tiny_peft, tiny_input, train_steps
 ) -> None:
     model = make_tiny_peft()
-    before = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    before = lora_parameters(model)
     op = attach(model, CONFIG)
     train_steps(op, lambda m: m(tiny_input).pow(2).mean(), steps=2)
     collapse(op)
-    after = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    after = lora_parameters(model)
     assert after.keys() == before.keys()
     assert all(after[n] is before[n] for n in before)  # identity kept: an optimiser holding them stays valid
     assert all(type(p) is torch.nn.Parameter and p.requires_grad for p in after.values())  # PEFT's flags back

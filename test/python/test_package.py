@@ -25,7 +25,7 @@ def test_collapse_is_the_function_even_after_importing_the_submodule():
 
 
 def test_import_is_light():
-    code = "import sys, oplora, oplora.spec; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
+    code = "import sys, oplora, oplora.run.spec; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

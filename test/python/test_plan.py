@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from oplora.adapter import lora_parameters
 from oplora.plan import generator_parameters_per_layer, plan
 
 MF = {"task": "matrix_factorization", "device": "cpu", "matrix": {"rows": 24, "cols": 40}}
@@ -16,7 +17,7 @@ def test_generator_formula() -> None:
 @pytest.mark.parametrize("kind", ["lora", "op-lora"])
 def test_counts_match_a_real_model(kind: str) -> None:
     import peft  # noqa: F401
-    from oplora.tasks.matrix_factorization import build_model
+    from oplora.tasks.matrix_factorization.task import build_model
 
     spec = {
         **MF,
@@ -27,10 +28,10 @@ def test_counts_match_a_real_model(kind: str) -> None:
         },
     }
     p = plan(spec)
-    from oplora.spec import validate_spec
+    from oplora.run.spec import validate_spec
 
     peft_model, module, params = build_model(24, 40, validate_spec(spec)["adapter"])
-    lora = sum(t.numel() for n, t in peft_model.named_parameters() if "lora_" in n and "original" not in n)
+    lora = sum(t.numel() for t in lora_parameters(peft_model).values())
     assert p["layers"] == 1
     assert p["lora_parameters"] == 3 * 40 + 24 * 3
     if kind == "op-lora":

@@ -3,9 +3,9 @@ import { pathToFileURL } from "node:url";
 import { writeReport } from "../../report/index.js";
 import type { SpecInput } from "../../spec/index.js";
 import type { SweepPlan } from "../../sweep/expand.js";
-import { SweepProgress } from "../../sweep/progress.js";
 import { type SweepOptions, sweep } from "../../sweep/sweep.js";
 import { type Command, EXIT, parseCommandArgs, readJsonFile, UsageError } from "../command.js";
+import { SweepProgress } from "../sweep-progress.js";
 
 const HELP = `usage: oplora sweep SWEEP.json|SWEEP.ts [--out DIR] [--concurrency N] [--mode warm|cold]
                     [--devices 0,1,...] [--fail-fast] [--no-report]

@@ -1,0 +1,54 @@
+"""Export after collapse: PEFT adapter dirs per component and one diffusers LoRA file.
+
+    DIR/adapter/unet/                 adapter_config.json + adapter_model.safetensors (PEFT)
+    DIR/adapter/text_encoder[_2]/     (with adapter.train_text_encoder)
+    DIR/diffusers_lora/pytorch_lora_weights.safetensors   pipe.load_lora_weights(DIR/diffusers_lora)
+
+The diffusers file carries each component's LoraConfig as metadata (`*_lora_adapter_metadata`), so
+`lora_alpha` survives a reload (without it diffusers assumes lora_alpha = r).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+
+def _metadata(model: nn.Module) -> dict[str, Any]:
+    cfg = model.peft_config["default"].to_dict()  # type: ignore[index, union-attr]
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in cfg.items()}
+
+
+def export_adapters(
+    module: nn.Module, pipe: Any, ctx: Any, adapter: dict[str, Any], step: int
+) -> dict[str, Any]:
+    """Collapse `module` (OP-LoRA) in place, write the PEFT dirs and the diffusers file, emit artifacts.
+    Returns {"adapter_dir", "adapter_dirs", "diffusers_lora"} (paths relative to the run dir)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    from ...adapter import finalize_adapter
+    from ...training.export import save_peft_dir
+    from .pipeline import text_encoders
+
+    finalize_adapter(module)  # OP-LoRA: collapsed in place, the Denoiser's LoRA layers now hold plain A, B
+    components: list[tuple[str, nn.Module]] = [("unet", pipe.unet)]
+    if adapter["train_text_encoder"]:
+        components += [(name, te) for name, _, te in text_encoders(pipe)]
+    dirs = {}
+    kwargs: dict[str, Any] = {}
+    for name, m in components:
+        d = save_peft_dir(m, ctx.path("adapter", name, "x").parent)
+        dirs[name] = ctx.rel(d)
+        kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(m))
+        kwargs[f"{name}_lora_adapter_metadata"] = _metadata(m)
+    ctx.artifact("adapter", ctx.path("adapter", "x").parent, step=step, label="PEFT adapter dirs")
+    out = ctx.path("diffusers_lora", "x").parent
+    type(pipe).save_lora_weights(str(out), **kwargs)
+    ctx.artifact("diffusers_lora", out / "pytorch_lora_weights.safetensors", step=step)
+    return {
+        "adapter_dir": ctx.rel(ctx.path("adapter", "x").parent),
+        "adapter_dirs": dirs,
+        "diffusers_lora": ctx.rel(out / "pytorch_lora_weights.safetensors"),
+    }

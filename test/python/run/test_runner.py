@@ -1,0 +1,137 @@
+"""The runner: run directory contract, exit codes, events, refusal before any work, cancellation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from oplora.run import runner
+from oplora.run.rundir import write_json_atomic
+
+
+@pytest.fixture
+def fake_task(monkeypatch):
+    """Registers an in-memory task module under the MF task name, so the runner itself is what is tested."""
+    mod = types.ModuleType("oplora_fake_task")
+    calls: dict = {}
+
+    def run(spec, ctx):
+        calls["spec"] = spec
+        behaviour = calls.get("behaviour", "ok")
+        ctx.step(1, 2, 0.5)
+        if behaviour == "raise":
+            raise RuntimeError("boom in task")
+        if behaviour == "input":
+            raise runner.InputError("data.folder: /nope does not exist")
+        if behaviour == "cancel":
+            os.kill(os.getpid(), signal.SIGTERM)
+        p = ctx.path("adapter", "weights.bin")
+        p.write_bytes(b"x")
+        ctx.artifact("adapter", p)
+        ctx.step(2, 2, 0.25)
+        return {"final_loss": 0.25}
+
+    mod.run = run
+    monkeypatch.setitem(sys.modules, "oplora_fake_task", mod)
+    monkeypatch.setitem(runner.TASK_MODULES, "matrix_factorization", "oplora_fake_task")
+    return calls
+
+
+SPEC = {"task": "matrix_factorization", "device": "cpu"}
+
+
+def events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.ndjson").read_text().splitlines()]
+
+
+def test_success_writes_the_run_directory(tmp_path, fake_task):
+    out = tmp_path / "run"
+    result, code = runner.run_spec(SPEC, out)
+    assert code == runner.EXIT_OK
+    assert result is not None and result["status"] == "succeeded"
+    on_disk = json.loads((out / "result.json").read_text())
+    assert on_disk["metrics"] == {"final_loss": 0.25}
+    assert on_disk["artifacts"] == [{"kind": "adapter", "path": "adapter/weights.bin"}]
+    assert on_disk["versions"]["torch"] and on_disk["versions"]["peft"]
+    assert on_disk["timing"]["wall_s"] >= 0
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["adapter"]["generator"]["hidden_dim"] == 32  # defaults filled in
+    types_ = [e["type"] for e in events(out)]
+    assert types_ == ["started", "step", "artifact", "step", "completed"]
+    assert [e["seq"] for e in events(out)] == list(range(5))
+
+
+def test_invalid_spec_creates_nothing(tmp_path, fake_task, capsys):
+    out = tmp_path / "run"
+    result, code = runner.run_spec({"task": "matrix_factorization", "adapter": {"kind": "lora", "r": 0}}, out)
+    assert (result, code) == (None, runner.EXIT_INVALID)
+    assert not out.exists()
+    assert "adapter.r" in capsys.readouterr().err
+
+
+def test_task_exception_is_recorded(tmp_path, fake_task):
+    fake_task["behaviour"] = "raise"
+    out = tmp_path / "run"
+    result, code = runner.run_spec(SPEC, out)
+    assert code == runner.EXIT_FAILED
+    on_disk = json.loads((out / "result.json").read_text())
+    assert on_disk["status"] == "failed"
+    assert on_disk["error"]["type"] == "RuntimeError"
+    assert on_disk["error"]["message"] == "boom in task"
+    assert "Traceback" in on_disk["error"]["traceback"]
+    assert events(out)[-1]["type"] == "error"
+
+
+def test_input_error_exits_2(tmp_path, fake_task):
+    fake_task["behaviour"] = "input"
+    _, code = runner.run_spec(SPEC, tmp_path / "run")
+    assert code == runner.EXIT_INVALID
+
+
+def test_sigterm_cancels_and_restores_handlers(tmp_path, fake_task):
+    fake_task["behaviour"] = "cancel"
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    result, code = runner.run_spec(SPEC, out)
+    assert code == runner.EXIT_CANCELLED
+    assert json.loads((out / "result.json").read_text())["status"] == "cancelled"
+    assert events(out)[-1] == {**events(out)[-1], "type": "cancelled", "step": 1}
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_refuses_a_folder_with_another_run(tmp_path, fake_task):
+    out = tmp_path / "run"
+    runner.run_spec(SPEC, out)
+    before = (out / "result.json").read_bytes()
+    result, code = runner.run_spec(SPEC, out)
+    assert (result, code) == (None, runner.EXIT_INVALID)
+    assert (out / "result.json").read_bytes() == before
+
+
+def test_resume_requires_the_same_spec(tmp_path, fake_task):
+    out = tmp_path / "run"
+    runner.run_spec(SPEC, out)
+    _, code = runner.run_spec({**SPEC, "seed": 5}, out, resume=True)
+    assert code == runner.EXIT_INVALID
+    _, code = runner.run_spec(SPEC, out, resume=True)
+    assert code == runner.EXIT_OK
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "result.json"
+    write_json_atomic(target, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_non_finite_metrics_become_null(tmp_path):
+    target = tmp_path / "result.json"
+    write_json_atomic(target, {"loss": float("nan"), "curve": [1.0, float("inf")]})
+    assert json.loads(target.read_text()) == {"loss": None, "curve": [1.0, None]}

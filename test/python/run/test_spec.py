@@ -1,0 +1,51 @@
+"""The Python side validates specs against the committed JSON Schema and fills the same defaults."""
+
+from __future__ import annotations
+
+import pytest
+from oplora.run.spec import SpecError, validate_spec
+
+
+def test_defaults_filled_through_unions():
+    spec = validate_spec({"task": "matrix_factorization"})
+    assert spec["adapter"]["kind"] == "op-lora"
+    assert spec["adapter"]["generator"]["embedding_dim"] == 128
+    assert spec["adapter"]["generator"]["hidden_dim"] == 32
+    assert spec["optimizer"]["name"] == "adam"
+    assert spec["device"] == "auto"
+
+
+def test_lora_branch_gets_no_generator():
+    spec = validate_spec({"task": "matrix_factorization", "adapter": {"kind": "lora", "r": 4}})
+    assert "generator" not in spec["adapter"]
+    assert spec["adapter"]["r"] == 4
+
+
+def test_every_problem_is_listed_with_its_path():
+    with pytest.raises(SpecError) as e:
+        validate_spec(
+            {"task": "matrix_factorization", "adapter": {"kind": "op-lora", "r": -1, "bogus": 1}, "seed": "x"}
+        )
+    problems = e.value.problems
+    assert any(p.startswith("adapter.r:") for p in problems)
+    assert any(p.startswith("adapter:") and "bogus" in p for p in problems)
+    assert any(p.startswith("seed:") for p in problems)
+
+
+def test_unknown_task_names_the_choices():
+    with pytest.raises(SpecError) as e:
+        validate_spec({"task": "nope"})
+    assert e.value.problems[0].startswith("task: expected one of")
+    assert "'nope'" in e.value.problems[0]
+
+
+def test_unknown_adapter_kind_is_named():
+    with pytest.raises(SpecError) as e:
+        validate_spec({"task": "matrix_factorization", "adapter": {"kind": "dora"}})
+    assert e.value.problems == ["adapter.kind: expected one of ['lora', 'op-lora'], got 'dora'"]
+
+
+def test_input_is_not_mutated():
+    raw = {"task": "matrix_factorization"}
+    validate_spec(raw)
+    assert raw == {"task": "matrix_factorization"}

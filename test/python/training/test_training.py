@@ -1,0 +1,114 @@
+"""Shared training helpers: optimizer, schedule, accelerator, checkpoints, peak memory, PEFT dir export."""
+
+from __future__ import annotations
+
+import torch
+from oplora.training.export import save_peft_dir
+from oplora.training.loop import build_accelerator, build_lr_scheduler, build_optimizer, peak_memory_bytes
+from oplora.training.state import latest_checkpoint, load_checkpoint, save_checkpoint
+from torch import nn
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    m[0].weight.requires_grad_(False)
+    return m
+
+
+def _trainable(m: nn.Module) -> list[nn.Parameter]:
+    return [p for p in m.parameters() if p.requires_grad]
+
+
+def test_build_optimizer_names():
+    m = _model()
+    assert isinstance(build_optimizer(_trainable(m), {"name": "adamw", "lr": 1e-3}), torch.optim.AdamW)
+    assert isinstance(build_optimizer(_trainable(m), {"name": "adam", "lr": 1e-3}), torch.optim.Adam)
+    sgd = build_optimizer(_trainable(m), {"name": "momentum", "lr": 0.1, "momentum": 0.5})
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.5
+
+
+def test_scheduler_warmup_then_schedule():
+    m = _model()
+    opt = build_optimizer(_trainable(m), {"name": "sgd", "lr": 1.0})
+    sched = build_lr_scheduler(opt, {"steps": 10, "lr_scheduler": "constant", "lr_warmup_steps": 4})
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    opt = build_optimizer(_trainable(m), {"name": "sgd", "lr": 1.0})
+    sched = build_lr_scheduler(opt, {"steps": 4, "lr_scheduler": "linear", "lr_warmup_steps": 0})
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.0
+
+
+def test_accelerator_cpu_and_accumulation():
+    acc = build_accelerator({"gradient_accumulation_steps": 3, "mixed_precision": "no"}, torch.device("cpu"))
+    assert acc.device.type == "cpu" and acc.gradient_accumulation_steps == 3
+    acc2 = build_accelerator({"gradient_accumulation_steps": 1, "mixed_precision": "no"}, torch.device("cpu"))
+    assert acc2.gradient_accumulation_steps == 1  # state reset between runs in one process
+
+
+def _train(m: nn.Module, opt: torch.optim.Optimizer, sched, steps: range) -> None:
+    for s in steps:
+        g = torch.Generator().manual_seed(s)
+        x = torch.randn(5, 4, generator=g)
+        loss = m(x).pow(2).mean() + 0.01 * torch.rand(()).item()  # uses the global RNG too
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    train = {"steps": 6, "lr_scheduler": "cosine", "lr_warmup_steps": 2}
+    m1 = _model()
+    o1 = build_optimizer(_trainable(m1), {"name": "adamw", "lr": 1e-2})
+    s1 = build_lr_scheduler(o1, train)
+    torch.manual_seed(1)
+    _train(m1, o1, s1, range(6))
+
+    m2 = _model()
+    o2 = build_optimizer(_trainable(m2), {"name": "adamw", "lr": 1e-2})
+    s2 = build_lr_scheduler(o2, train)
+    torch.manual_seed(1)
+    _train(m2, o2, s2, range(3))
+    save_checkpoint(tmp_path, 3, m2, o2, s2, extra={"note": "x"})
+    (tmp_path / "checkpoints" / "step-000009.tmp").mkdir()  # an incomplete one is ignored
+    path = latest_checkpoint(tmp_path)
+    assert path is not None and path.name == "step-000003"
+
+    m3 = _model()
+    o3 = build_optimizer(_trainable(m3), {"name": "adamw", "lr": 1e-2})
+    s3 = build_lr_scheduler(o3, train)
+    torch.manual_seed(123)  # load_checkpoint restores the RNG
+    state = load_checkpoint(path, m3, o3, s3)
+    assert state == {"step": 3, "note": "x"}
+    _train(m3, o3, s3, range(3, 6))
+    for a, b in zip(m1.parameters(), m3.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_latest_checkpoint_none(tmp_path):
+    assert latest_checkpoint(tmp_path) is None
+
+
+def test_peak_memory_cpu_positive():
+    assert peak_memory_bytes(torch.device("cpu")) > 10 * 2**20
+
+
+def test_save_peft_dir_injected_adapter(tmp_path):
+    from peft import LoraConfig, inject_adapter_in_model
+    from safetensors.torch import load_file
+
+    m = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2))
+    m = inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4, target_modules=["0", "1"]), m)
+    m.peft_config = {"default": LoraConfig(r=2, lora_alpha=4, target_modules=["0", "1"])}
+    save_peft_dir(m, tmp_path / "a")
+    keys = set(load_file(str(tmp_path / "a" / "adapter_model.safetensors")))
+    assert keys == {"0.lora_A.weight", "0.lora_B.weight", "1.lora_A.weight", "1.lora_B.weight"}
+    assert (tmp_path / "a" / "adapter_config.json").exists()

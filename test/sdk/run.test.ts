@@ -1,0 +1,39 @@
+/** `run()` and `RunHandle`: the result.json the SDK writes when Python dies, and handle state. */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { CancelledError, ProcessCrashedError } from "../../sdk/errors.js";
+import { RunResult } from "../../sdk/result.js";
+import { run } from "../../sdk/run.js";
+import { FAKE_PYTHON, tempRunDir } from "./helpers.js";
+
+const SPEC = { task: "matrix_factorization", device: "cpu" } as const;
+
+describe("run", () => {
+  it("Python SIGKILLed -> the SDK's crash result.json passes the RunResult schema, with the run's facts", async () => {
+    const outDir = tempRunDir();
+    const handle = run(SPEC, { outDir, python: FAKE_PYTHON, env: { FAKE_MODE: "sigkill" } });
+    const err = await handle.result().catch((e) => e);
+    expect(err).toBeInstanceOf(ProcessCrashedError);
+    const raw = JSON.parse(readFileSync(join(outDir, "result.json"), "utf8"));
+    const result = RunResult.parse(raw);
+    expect(raw.written_by).toBe("sdk");
+    expect(result.status).toBe("failed");
+    expect(result.error?.type).toBe("ProcessCrashed");
+    expect(result.error?.message).toContain("killed by SIGKILL");
+    expect(result.device).toBe("cpu");
+    expect(result.timing?.wall_s).toBeGreaterThanOrEqual(0);
+    expect(handle.lastStep?.step).toBe(0);
+    expect(handle.events[0]?.type).toBe("started");
+  });
+
+  it("an already-aborted signal: nothing starts, the handle rejects with CancelledError", async () => {
+    const controller = new AbortController();
+    controller.abort();
+    const handle = run(SPEC, { outDir: tempRunDir(), python: FAKE_PYTHON, signal: controller.signal });
+    expect(handle.pid).toBeUndefined();
+    await expect(handle.result()).rejects.toBeInstanceOf(CancelledError);
+    await handle.done();
+    expect(handle.events).toEqual([]);
+  });
+});
