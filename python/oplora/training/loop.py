@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,26 @@ def peak_memory_bytes(device: torch.device) -> int:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def optimizer_step(
+    accelerator: Any,
+    module: nn.Module,
+    optimizer: Any,
+    params: list[nn.Parameter],
+    max_grad_norm: float,
+    micro_losses: Iterable[Callable[[], torch.Tensor]],
+) -> float:
+    """One optimizer step over gradient-accumulation micro-batches, the accelerate way: each callable
+    computes one micro-batch's loss; gradients sync, clip and step on the last. Returns the mean loss."""
+    losses: list[float] = []
+    for loss_fn in micro_losses:
+        with accelerator.accumulate(module):
+            loss = loss_fn()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    return sum(losses) / len(losses)

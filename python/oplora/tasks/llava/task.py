@@ -139,24 +139,115 @@ def _plain(module: Any) -> Any:
     return getattr(module, "base", module)
 
 
+def _optimizer_step(
+    accelerator: Any,
+    module: Any,
+    optimizer: Any,
+    batches: Any,
+    params: list[Any],
+    train: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[float, int]:
+    """One optimizer step over `gradient_accumulation_steps` micro-batches: (mean loss, tokens seen)."""
+    from ...training.loop import optimizer_step
+    from .train import forward_logits, masked_loss, to_device
+
+    n_tok = 0
+
+    def micro_loss() -> torch.Tensor:
+        nonlocal n_tok
+        try:
+            batch = to_device(next(batches), device, dtype)
+        except DataError as e:  # seen only when a record is first encoded (image tokens truncated)
+            raise InputError(str(e)) from e
+        n_tok += int(batch["attention_mask"].sum())
+        with accelerator.autocast():
+            total, count = masked_loss(forward_logits(module, batch), batch["labels"])
+        return total / count.clamp(min=1)
+
+    accum = train["gradient_accumulation_steps"]
+    loss = optimizer_step(
+        accelerator, module, optimizer, params, train["max_grad_norm"], (micro_loss for _ in range(accum))
+    )
+    return loss, n_tok
+
+
+def _export(
+    spec: dict[str, Any],
+    ctx: RunContext,
+    unwrapped: Any,
+    encoder: Encoder,
+    eval_records: list[Record],
+    device: torch.device,
+    dtype: torch.dtype,
+    step: int,
+) -> dict[str, Any]:
+    """Main process, after training: reference logits, the PEFT adapter dir, merged weights; their metrics."""
+    from ...training.export import save_adapter
+    from .data import collate
+    from .train import forward_logits, to_device
+
+    ev, out = spec["eval"], {}
+    if spec["export"]["reference_logits"] and eval_records:
+        from safetensors.torch import save_file
+
+        batch = to_device(
+            collate([encoder.encode(r) for r in eval_records[: ev["batch_size"]]], encoder), device, dtype
+        )
+        with torch.no_grad():
+            logits = forward_logits(_plain(unwrapped).eval(), batch)
+        ref = ctx.path("reference_logits.safetensors")
+        save_file({"logits": logits.float().cpu().contiguous()}, str(ref))
+        ctx.artifact("file", ref, label="reference logits (first eval batch)")
+    adapter_dir = ctx.path("adapter", "x").parent
+    plain = save_adapter(unwrapped, adapter_dir, ctx, step=step, label="PEFT adapter")
+    encoder.processor.save_pretrained(str(adapter_dir))
+    out["adapter_path"] = ctx.rel(adapter_dir)
+    out["lora_parameters"] = sum(p.numel() for p in lora_parameters(plain).values())
+    if spec["export"]["merged"]:
+        merged_dir = ctx.path("merged", "x").parent
+        plain.merge_and_unload().save_pretrained(str(merged_dir))
+        encoder.processor.save_pretrained(str(merged_dir))
+        ctx.artifact("file", merged_dir, label="merged full weights")
+        out["merged_path"] = ctx.rel(merged_dir)
+    return out
+
+
+def _build_and_resume(spec: dict[str, Any], ctx: RunContext, device: torch.device) -> tuple[Any, ...]:
+    """Model, optimizer groups, target modules, optimizer, scheduler and (step, losses, tokens), restored
+    from the run directory's latest checkpoint when there is one."""
+    from ...training.loop import build_lr_scheduler, build_optimizer
+    from ...training.state import latest_checkpoint, load_checkpoint
+
+    module, _peft_model, groups, targets = build_model(spec, device)
+    optimizer = build_optimizer(groups, spec["optimizer"])
+    scheduler = build_lr_scheduler(optimizer, spec["train"])
+    step, losses, tokens = 0, [], 0
+    ckpt = latest_checkpoint(ctx.run_dir)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, module, optimizer, scheduler)
+        step, losses, tokens = int(state["step"]), list(state.get("losses", [])), int(state.get("tokens", 0))
+    return module, groups, targets, optimizer, scheduler, (step, losses, tokens)
+
+
 # --- run --------------------------------------------------------------------------------------------------
 
 
 def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """The task entry point (see the module docstring). Kept as one unit of ~100 lines on purpose: the loop
+    state (step, losses, tokens, evals) is shared by the step, checkpoint, eval and final-metrics phases,
+    and the steps themselves live in `_optimizer_step`, `_build_and_resume` and `_export`."""
     from ...adapter import count_parameters, set_seed
     from ...plan import plan as make_plan
     from ...run.launch import relaunch_if_needed
-    from ...training.export import save_adapter
     from ...training.loop import (
         build_accelerator,
-        build_lr_scheduler,
-        build_optimizer,
         peak_memory_bytes,
         reset_peak_memory,
     )
-    from ...training.state import latest_checkpoint, load_checkpoint, save_checkpoint
-    from .data import collate
-    from .train import MicroBatches, evaluate, forward_logits, masked_loss, micro_batch_loader, to_device
+    from ...training.state import save_checkpoint
+    from .train import MicroBatches, evaluate, micro_batch_loader
 
     t_start = time.perf_counter()
     train, ev = spec["train"], spec["eval"]
@@ -173,16 +264,9 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     device = accelerator.device
     dtype = _DTYPES[spec["model"]["dtype"]]
     reset_peak_memory(device)
-    module, _peft_model, groups, targets = build_model(spec, device)
+    module, groups, targets, optimizer, scheduler, state = _build_and_resume(spec, ctx, device)
+    step, losses, tokens = state
     n_trainable = sum(count_parameters(g["params"]) for g in groups)
-    optimizer = build_optimizer(groups, spec["optimizer"])
-    scheduler = build_lr_scheduler(optimizer, train)
-
-    step, losses, tokens = 0, [], 0
-    ckpt = latest_checkpoint(ctx.run_dir)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, module, optimizer, scheduler)
-        step, losses, tokens = int(state["step"]), list(state.get("losses", [])), int(state.get("tokens", 0))
     module, optimizer = accelerator.prepare(module, optimizer)
     module.train()
 
@@ -209,23 +293,10 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     t_train, train_s, session_tokens = time.perf_counter(), 0.0, 0
     while step < train["steps"]:
         t0 = time.perf_counter()
-        step_loss = 0.0
-        for _micro in range(accum):
-            try:
-                batch = to_device(next(batches), device, dtype)
-            except DataError as e:  # seen only when a record is first encoded (image tokens truncated)
-                raise InputError(str(e)) from e
-            n_tok = int(batch["attention_mask"].sum())
-            tokens, session_tokens = tokens + n_tok, session_tokens + n_tok
-            with accelerator.accumulate(module), accelerator.autocast():
-                total, count = masked_loss(forward_logits(module, batch), batch["labels"])
-                loss = total / count.clamp(min=1)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, train["max_grad_norm"])
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            step_loss += float(loss.detach()) / accum
+        step_loss, n_tok = _optimizer_step(
+            accelerator, module, optimizer, batches, params, train, device, dtype
+        )
+        tokens, session_tokens = tokens + n_tok, session_tokens + n_tok
         scheduler.step()
         step += 1
         step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "mean"))
@@ -263,31 +334,9 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             metrics.update(final)
             if ev["vqa"]:
                 metrics["predictions_path"] = f"predictions/step-{step:06d}.jsonl"
-        unwrapped = accelerator.unwrap_model(module)
-        if spec["export"]["reference_logits"] and eval_records:
-            from safetensors.torch import save_file
-
-            batch = to_device(
-                collate([encoder.encode(r) for r in eval_records[: ev["batch_size"]]], encoder), device, dtype
-            )
-            with torch.no_grad():
-                plain_model = _plain(unwrapped).eval()
-                logits = forward_logits(plain_model, batch)
-            ref = ctx.path("reference_logits.safetensors")
-            save_file({"logits": logits.float().cpu().contiguous()}, str(ref))
-            ctx.artifact("file", ref, label="reference logits (first eval batch)")
-        adapter_dir = ctx.path("adapter", "x").parent
-        plain = save_adapter(unwrapped, adapter_dir, ctx, step=step, label="PEFT adapter")
-        encoder.processor.save_pretrained(str(adapter_dir))
-        metrics["adapter_path"] = ctx.rel(adapter_dir)
-        metrics["lora_parameters"] = sum(p.numel() for p in lora_parameters(plain).values())
-        if spec["export"]["merged"]:
-            merged_dir = ctx.path("merged", "x").parent
-            merged = plain.merge_and_unload()
-            merged.save_pretrained(str(merged_dir))
-            encoder.processor.save_pretrained(str(merged_dir))
-            ctx.artifact("file", merged_dir, label="merged full weights")
-            metrics["merged_path"] = ctx.rel(merged_dir)
+        metrics.update(
+            _export(spec, ctx, accelerator.unwrap_model(module), encoder, eval_records, device, dtype, step)
+        )
     metrics["peak_memory_bytes"] = peak_memory_bytes(device)
     metrics["train_seconds"] = train_s
     # Tokens of every process (each encodes its own share of the global batch).

@@ -15,6 +15,7 @@ run ends with the same adapter as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,13 @@ class _Trainer:
 
     def run(self) -> dict[str, Any]:
         from ...adapter import apply_adapter, count_parameters
-        from ...training.loop import build_lr_scheduler, build_optimizer, peak_memory_bytes, reset_peak_memory
+        from ...training.loop import (
+            build_lr_scheduler,
+            build_optimizer,
+            optimizer_step,
+            peak_memory_bytes,
+            reset_peak_memory,
+        )
         from ...training.state import latest_checkpoint, load_checkpoint, save_checkpoint
 
         spec, ctx, tr, acc = self.spec, self.ctx, self.train, self.accelerator
@@ -220,19 +227,12 @@ class _Trainer:
         t0 = time.perf_counter()
         module.train()
         for step in range(start + 1, total + 1):
-            losses = []
-            for micro in range(gas):
-                u = (step - 1) * gas + micro
-                with acc.accumulate(module):
-                    loss = self._micro_step(module, u, bs)
-                    acc.backward(loss)
-                    if acc.sync_gradients:
-                        acc.clip_grad_norm_(params, tr["max_grad_norm"])
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
+            micro = (
+                functools.partial(self._micro_step, module, (step - 1) * gas + m, bs) for m in range(gas)
+            )
+            mean_loss = optimizer_step(acc, module, optimizer, params, tr["max_grad_norm"], micro)
             scheduler.step()
-            loss_value = float(acc.gather(torch.tensor(sum(losses) / len(losses), device=acc.device)).mean())
+            loss_value = float(acc.gather(torch.tensor(mean_loss, device=acc.device)).mean())
             history["loss"].append([step, loss_value])
             if step % tr["log_every"] == 0 or step == total:
                 ctx.step(step, total, loss_value, lr=scheduler.get_last_lr()[0])
