@@ -19,8 +19,10 @@ import { relative, resolve } from "node:path";
 import type { RunEvent } from "../events.js";
 import type { RunResult } from "../result.js";
 import type { SpecInput } from "../spec/index.js";
+import { SweepInvalidError } from "./errors.js";
 import { expandSweep, type SweepPlan, type Trial } from "./expand.js";
 import { type Lane, type Mode, makeLane, type TrialOutcome, WarmLane } from "./lanes.js";
+import { type RayDriver, RayLane, SweepBackend, startRayDriver } from "./ray.js";
 import {
   acquireLock,
   clearTrialDir,
@@ -55,6 +57,11 @@ export interface SweepOptions extends SweepPlan {
   killGraceMs?: number | undefined;
   /** Python's stdout/stderr chatter, as it arrives. */
   onStderr?: ((chunk: string) => void) | undefined;
+  /**
+   * Where trials run: `{kind: "local"}` (default: processes on this machine) or `{kind: "ray", address,
+   * runtimeEnv?, maxRetries?, sharedStore?, pendingTimeoutS?}` (one Ray task per trial; see sweep/ray.ts).
+   */
+  backend?: SweepBackend | undefined;
 }
 
 /** A trial as events and rows name it. */
@@ -100,6 +107,8 @@ export type SweepEvent =
   | { type: "sweep_finished"; results: SweepResults };
 
 export const KILL_GRACE_MS = 5_000;
+/** The Ray driver cancels its tasks and waits for Ray to confirm before it exits: give it longer. */
+const RAY_CLOSE_GRACE_MS = 20_000;
 
 function info(t: Trial): TrialInfo {
   return { id: t.id, index: t.index, label: t.label, axes: t.axes };
@@ -142,7 +151,12 @@ export function detectGpus(): string[] {
 /** Start a sweep. Throws SweepInvalidError at once (nothing started) when an axis or a trial is invalid. */
 export function sweep(base: SpecInput, options: SweepOptions): SweepHandle {
   const trials = expandSweep(base, options);
-  return new SweepHandle(base, trials, options);
+  const backend = SweepBackend.safeParse(options.backend ?? { kind: "local" });
+  if (!backend.success)
+    throw new SweepInvalidError(
+      backend.error.issues.map((i) => `backend${i.path.map((p) => `.${String(p)}`).join("")}: ${i.message}`),
+    );
+  return new SweepHandle(base, trials, { ...options, backend: backend.data });
 }
 
 export class SweepHandle implements AsyncIterable<SweepEvent>, PromiseLike<SweepResults> {
@@ -232,6 +246,7 @@ export class SweepHandle implements AsyncIterable<SweepEvent>, PromiseLike<Sweep
     const o = this.options;
     await mkdir(this.dir, { recursive: true });
     const release = await acquireLock(this.dir);
+    let ray: RayDriver | undefined;
     try {
       const mode: Mode = o.mode ?? "warm";
       const now = new Date().toISOString();
@@ -298,7 +313,14 @@ export class SweepHandle implements AsyncIterable<SweepEvent>, PromiseLike<Sweep
         const gpus = detectGpus();
         if (gpus.length >= 2) devices = gpus;
       }
-      const slots = Math.max(1, Math.min(o.concurrency ?? (devices.length || 1), Math.max(1, queue.length)));
+      const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
+      // --- Ray backend: one driver for the sweep; it refuses unfit trials before anything runs
+      if (o.backend?.kind === "ray" && queue.length > 0) {
+        const opts = { python: o.python, env: o.env, onStderr: o.onStderr, killGraceMs };
+        ray = await startRayDriver(o.backend, queue, opts);
+      }
+      const wanted = o.concurrency ?? (ray ? queue.length : devices.length || 1);
+      const slots = Math.max(1, Math.min(wanted, Math.max(1, queue.length)));
       this.emit({
         type: "sweep_started",
         dir: this.dir,
@@ -307,11 +329,12 @@ export class SweepHandle implements AsyncIterable<SweepEvent>, PromiseLike<Sweep
         slots,
       });
 
-      const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
       const runSlot = async (slot: number) => {
         const device = devices.length ? (devices[slot % devices.length] as string) : null;
         const env = { ...o.env, ...(device !== null && { CUDA_VISIBLE_DEVICES: device }) };
-        const lane = makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
+        const lane = ray
+          ? new RayLane(ray)
+          : makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
         this.lanes.push(lane);
         if (lane instanceof WarmLane && queue.length > 0) lane.warm();
         try {
@@ -370,6 +393,7 @@ export class SweepHandle implements AsyncIterable<SweepEvent>, PromiseLike<Sweep
       this.emit({ type: "sweep_finished", results });
       return results;
     } finally {
+      await ray?.close(Math.max(o.killGraceMs ?? KILL_GRACE_MS, RAY_CLOSE_GRACE_MS));
       await release();
     }
   }

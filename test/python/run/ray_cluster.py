@@ -145,16 +145,12 @@ class LocalCluster:
 if __name__ == "__main__":
     cluster = LocalCluster().start()
     try:
-        print(
-            json.dumps(
-                {
-                    "address": cluster.address,
-                    "pids": cluster.all_pids(),
-                    "pgids": [p.pid for p in cluster.procs],
-                }
-            ),
-            flush=True,
-        )
+        info = {
+            "address": cluster.address,
+            "pgids": [p.pid for p in cluster.procs],
+            "raylets": [cluster.raylet_pid(i) for i in range(len(cluster.procs))],
+        }
+        print(json.dumps(info), flush=True)
         sys.stdin.read()
     finally:
         cluster.stop()
