@@ -69,7 +69,13 @@ class Driver:
         self.task_fn, hub_cls = remote_defs(self.ray)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        here = self.ray.get_runtime_context().get_node_id()
+        # the hub lives on the head node (the node that lives as long as the cluster), else on the driver's
+        heads = [
+            n["NodeID"]
+            for n in self.ray.nodes()
+            if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})
+        ]
+        here = heads[0] if heads else self.ray.get_runtime_context().get_node_id()
         self.hub = hub_cls.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)
         ).remote()

@@ -53,6 +53,19 @@ def _group_pids(pgid: int) -> list[tuple[int, str]]:
     return out
 
 
+def _children_of(parents: set[int]) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) in parents:
+                    out.append(int(p.name))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
 class LocalCluster:
     def __init__(self, nodes: int = 2) -> None:
         self.n = nodes
@@ -126,10 +139,17 @@ class LocalCluster:
         raise LookupError(f"node {i} has no raylet")
 
     def all_pids(self) -> list[int]:
-        return [pid for i in range(len(self.procs)) for pid in self.node_pids(i)]
+        """Every process of every node, with the workers the raylets started (their own groups)."""
+        group = {pid for i in range(len(self.procs)) for pid in self.node_pids(i)}
+        return sorted(group | {pid for pid in _children_of(group)})
 
     def stop(self) -> None:
         pids = self.all_pids()
+        for pid in pids:  # workers may have left the node's group: kill them one by one too
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for p in reversed(self.procs):
             try:
                 os.killpg(p.pid, signal.SIGKILL)
