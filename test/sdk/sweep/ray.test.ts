@@ -174,6 +174,8 @@ describe("sweep on a Ray cluster", () => {
     }
     const r = await handle;
     expect(killed).toBe(true);
+    // on a failure, say why each trial failed (e.g. retries spent on the dead node before Ray saw it die)
+    expect(r.rows.filter((row) => row.error).map((row) => `${row.label}: ${row.error?.message}`)).toEqual([]);
     expect(r.counts).toEqual({ succeeded: 6, failed: 0, cancelled: 0, not_run: 0 });
     const manifest = await readManifest(r.dir);
     expect(manifest?.trials.map((t) => t.status)).toEqual(Array(6).fill("succeeded"));
