@@ -4,7 +4,7 @@
 // - OPLORA_PYTHON set: use that interpreter as it is (no venv is built; we only report what it lacks).
 // - otherwise: build `.venv/` in the project, install torch==2.13.0 only when the venv has no torch yet
 //   (an unpinned torch pulls a multi-GB CUDA build on CPU machines; a torch already present is kept),
-//   then `pip install -e .[dev]`.
+//   then `pip install -e .[dev,ray]` (ray: the sweep backend for clusters).
 // A hash of pyproject.toml and this script is stored in the venv, so a second `npm install` with nothing
 // changed returns at once.
 import { execFileSync, spawnSync } from "node:child_process";
@@ -70,6 +70,6 @@ if (!hasTorch) {
   const v = execFileSync(venvPython, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8" });
   log(`keeping the torch already installed (${v.trim()})`);
 }
-run(venvPython, ["-m", "pip", "install", "--disable-pip-version-check", "-e", `${root}[dev]`]);
+run(venvPython, ["-m", "pip", "install", "--disable-pip-version-check", "-e", `${root}[dev,ray]`]);
 writeFileSync(stamp, `${hash}\n`);
 log("done");

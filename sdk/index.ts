@@ -28,8 +28,13 @@ export { defineSpec, validateSpec } from "./spec/validate.js";
 export {
   type Axes,
   expandSweep,
+  RayBackend,
+  RayBackendError,
+  type RayDoctorReport,
+  rayDoctor,
   readManifest,
   STUDIES,
+  SweepBackend,
   type SweepEvent,
   SweepHandle,
   SweepInvalidError,

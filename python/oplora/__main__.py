@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("spec")
     sub.add_parser("doctor", help="environment report")
     sub.add_parser("worker", help="serve runs over stdin/stdout (used by sweeps)")
+    # --- Ray backend (oplora[ray]) ---
+    rd = sub.add_parser("ray-driver", help="run a sweep's trials on a Ray cluster (used by sweeps)")
+    rd.add_argument("--config", required=True, help="JSON: address, runtime_env, max_retries, ...")
+    rdoc = sub.add_parser("ray-doctor", help="a Ray cluster's nodes and their package versions (JSON)")
+    rdoc.add_argument("--address", required=True)
+    # --- end Ray backend ---
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -70,7 +76,25 @@ def main(argv: list[str] | None = None) -> int:
         from .run.worker import serve
 
         return serve()
+    if args.command in ("ray-driver", "ray-doctor"):
+        return _ray_command(args)
     return EXIT_INVALID
+
+
+def _ray_command(args: argparse.Namespace) -> int:
+    """`ray-driver` / `ray-doctor`: the Ray backend (needs the `ray` extra; says how to install it)."""
+    from .run.ray_backend import RayBackendError, cluster_doctor
+    from .run.ray_driver import serve
+
+    try:
+        if args.command == "ray-driver":
+            return serve(json.loads(args.config))
+        report = cluster_doctor(args.address)
+    except RayBackendError as e:
+        print(f"oplora: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":
