@@ -13,6 +13,7 @@ import { runCommand } from "./commands/run.js";
 import { schemaCommand } from "./commands/schema.js";
 import { studyCommand } from "./commands/study.js";
 import { sweepCommand } from "./commands/sweep.js";
+import { answerCommand, generateCommand } from "./commands/use.js";
 import { validateCommand } from "./commands/validate.js";
 
 export const COMMANDS: Command[] = [
@@ -24,6 +25,8 @@ export const COMMANDS: Command[] = [
   demoCommand,
   sweepCommand,
   reportCommand,
+  generateCommand,
+  answerCommand,
   studyCommand,
 ];
 
