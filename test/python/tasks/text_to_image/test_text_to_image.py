@@ -59,6 +59,7 @@ def runs(assets, tmp_path_factory) -> dict:
                 "cmmd_num_images": 2,
                 "clip_model": str(assets / "clip"),
             }
+            extra["train"] = {"report_to": ["tensorboard"]}  # the tracker test reads its event files
         spec = make_spec(assets, model, kind, **extra)
         d = tmp_path_factory.mktemp(f"{model}-{kind}")
         result, code = run_spec(spec, d / "run")
@@ -287,3 +288,22 @@ def test_generate_refuses_wrong_runs_and_outputs(runs, tmp_path):
         p = _generate(run, out)
         assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, (run, p.stderr)
         assert not out.exists()
+
+
+def test_tensorboard_gets_loss_lr_cmmd_and_the_sample_images(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, result = runs[("sd", "op-lora")]
+    acc = EventAccumulator(
+        str(run_dir / "tracking" / "tensorboard" / run_dir.name), size_guidance={"images": 0}
+    )
+    acc.Reload()
+    loss = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    curve = [(p["step"], p["loss"]) for p in result["metrics"]["loss_curve"]]
+    assert [s for s, _ in loss] == [s for s, _ in curve]
+    assert all(abs(a - b) <= 1e-6 * max(1, abs(b)) for (_, a), (_, b) in zip(loss, curve, strict=True))
+    assert [e.step for e in acc.Scalars("train/lr")] == [1, 2]
+    assert abs(acc.Scalars("final/cmmd")[0].value - result["metrics"]["cmmd"]) <= 1e-5
+    images = acc.Tags()["images"]
+    assert images and all(t.startswith("images/") for t in images), acc.Tags()
+    assert acc.Images(images[0])[0].width == 32
