@@ -227,9 +227,7 @@ class Trainer:
         t0 = time.perf_counter()
         module.train()
         for step in range(start + 1, total + 1):
-            micro = (
-                functools.partial(self.micro_step, module, (step - 1) * gas + m, bs) for m in range(gas)
-            )
+            micro = (functools.partial(self.micro_step, module, (step - 1) * gas + m, bs) for m in range(gas))
             mean_loss = optimizer_step(acc, module, optimizer, params, tr["max_grad_norm"], micro)
             scheduler.step()
             loss_value = float(acc.gather(torch.tensor(mean_loss, device=acc.device)).mean())
