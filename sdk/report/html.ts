@@ -55,7 +55,7 @@ export interface HtmlInput {
 export function renderHtml({ data, figures, comparisons, arms, generatedAt }: HtmlInput): string {
   const e = escapeHtml;
   const rows = data.trials.map((t) => t.row);
-  const counts = { succeeded: 0, failed: 0, cancelled: 0, not_run: 0 };
+  const counts = { succeeded: 0, failed: 0, cancelled: 0, pruned: 0, not_run: 0 };
   for (const r of rows) counts[r.status]++;
   const compTable = comparisonTable(comparisons);
 

@@ -60,7 +60,8 @@ function rangeProblems(path: string, p: SearchParam): string[] {
   if ("choices" in p) return [];
   const out: string[] = [];
   if (!(p.low < p.high)) out.push(`search.space.${path}: low (${p.low}) must be below high (${p.high})`);
-  if (p.log && p.low <= 0) out.push(`search.space.${path}: log scale needs positive bounds, got low ${p.low}`);
+  if (p.log && p.low <= 0)
+    out.push(`search.space.${path}: log scale needs positive bounds, got low ${p.low}`);
   if (p.int && !(Number.isInteger(p.low) && Number.isInteger(p.high)))
     out.push(`search.space.${path}: int needs integer bounds`);
   return out;
@@ -100,7 +101,8 @@ export function planSearch(
     );
   const block = parsed.data;
   const problems: string[] = [];
-  if (plan.seeds !== undefined) problems.push("seeds: a search sweep takes its seeds from search.confirmSeeds");
+  if (plan.seeds !== undefined)
+    problems.push("seeds: a search sweep takes its seeds from search.confirmSeeds");
   const cells = combinations({ ...(plan.axes && { axes: plan.axes }), ...(plan.zip && { zip: plan.zip }) });
   for (const [path, p] of Object.entries(block.space)) {
     problems.push(...rangeProblems(path, p));
@@ -124,6 +126,14 @@ export function planSearch(
   const bad = objectiveProblem(task, block.objective);
   if (bad) throw new SweepInvalidError([bad]);
   return { block, cells: out.map(({ task: _t, ...c }) => c) };
+}
+
+export type SearchPlan = ReturnType<typeof planSearch>;
+
+/** One trial spec per cell at each param's first probe (low bound or first choice): what a backend checks. */
+export function probeTrials(base: SpecInput, plan: SearchPlan): Trial[] {
+  const first = Object.fromEntries(Object.entries(plan.block.space).map(([p, d]) => [p, probes(d)[0]]));
+  return plan.cells.map((c, index) => ({ ...trialFor(base, { ...c.axes, ...first }), index }));
 }
 
 /** True when `value` lies within 5% of the range's width (log or linear) of either bound. */

@@ -12,12 +12,13 @@
 import { join } from "node:path";
 import { PythonProcess } from "../bridge/process.js";
 import type { RunEvent } from "../events.js";
-import type { SpecInput } from "../spec/index.js";
 import { type RunResult, scalarMetrics } from "../result.js";
+import type { SpecInput } from "../spec/index.js";
 import type { Trial } from "./expand.js";
 import type { Lane, TrialOutcome } from "./lanes.js";
 import { atEdge, type SearchBlock, type SearchCell, trialFor } from "./search-block.js";
 import { clearTrialDir, reusableResult, trialDir } from "./store.js";
+import type { TrialRow } from "./sweep.js";
 
 export const SEARCH_DB = "search.db";
 
@@ -113,8 +114,15 @@ export interface StudyContext {
   lanes: Lane[];
   signal: AbortSignal;
   search: SearchProcess;
-  onTrial: (study: string, trial: SearchTrial) => void;
+  /** A trial is about to run (or be reused): returns the sweep's own record of it. */
+  onStart: (trial: Trial) => Trial;
   onEvent: (trial: Trial, event: RunEvent) => void;
+  onDone: (
+    trial: Trial,
+    status: "succeeded" | "failed" | "pruned" | "cancelled",
+    outcome: TrialOutcome,
+    reused: boolean,
+  ) => Promise<void>;
 }
 
 /** Run one trial of a study on `lane`: reuse a finished run, else run it, pruning on the study's word. */
@@ -123,7 +131,7 @@ async function runOne(ctx: StudyContext, cell: SearchCell, lane: Lane): Promise<
     "ask",
     { study: cell.name },
   );
-  const trial = trialFor(ctx.base, { ...cell.axes, ...params });
+  const trial = ctx.onStart(trialFor(ctx.base, { ...cell.axes, ...params }));
   const dir = trialDir(ctx.dir, trial.id);
   let outcome: TrialOutcome | undefined;
   let steps = 0;
@@ -135,25 +143,37 @@ async function runOne(ctx: StudyContext, cell: SearchCell, lane: Lane): Promise<
     const stop = () => prune.abort();
     ctx.signal.addEventListener("abort", stop, { once: true });
     let reports = Promise.resolve();
+    let broken: unknown;
     const onEvent = (ev: RunEvent) => {
       ctx.onEvent(trial, ev);
       if (ev.type !== "step" || ev.loss === null || prune.signal.aborted) return;
       steps = ev.step;
+      if (ev.step >= cell.maxSteps) return; // the last step: nothing left to save by pruning
       const value = ctx.block.direction === "minimize" ? ev.loss : -ev.loss;
-      reports = reports.then(async () => {
-        const r = await ctx.search.request<{ prune: boolean }>("report", {
-          study: cell.name,
-          number,
-          step: ev.step,
-          value,
+      reports = reports
+        .then(async () => {
+          const r = await ctx.search.request<{ prune: boolean }>("report", {
+            study: cell.name,
+            number,
+            step: ev.step,
+            value,
+          });
+          if (r.prune) prune.abort();
+        })
+        .catch((e: unknown) => {
+          broken ??= e;
+          prune.abort();
         });
-        if (r.prune) prune.abort();
-      });
     };
     outcome = await lane.run(trial, dir, onEvent, prune.signal);
     ctx.signal.removeEventListener("abort", stop);
-    await reports.catch(() => undefined);
-    if (ctx.signal.aborted && outcome.status !== "succeeded") return; // interrupted: resumed later
+    await reports;
+    if (broken !== undefined) throw broken; // the search process is gone: the sweep cannot go on
+    if (ctx.signal.aborted && outcome.status !== "succeeded") {
+      // interrupted: the study keeps it RUNNING, the next `open` asks its params again
+      await ctx.onDone(trial, "cancelled", outcome, false);
+      return;
+    }
   }
   const result: RunResult | null = outcome.result;
   const metric = scalarMetrics(result?.metrics)[ctx.block.objective];
@@ -166,7 +186,8 @@ async function runOne(ctx: StudyContext, cell: SearchCell, lane: Lane): Promise<
     ...(state === "fail" && { error: outcome.error?.message ?? `no finite ${ctx.block.objective}` }),
   };
   await ctx.search.request("tell", { study: cell.name, number, state, value: objective, attrs });
-  ctx.onTrial(cell.name, { number, state, params, objective, steps: ran, runId: trial.id });
+  const status = state === "complete" ? "succeeded" : state === "pruned" ? "pruned" : "failed";
+  await ctx.onDone(trial, status, outcome, reused !== undefined);
 }
 
 /** Run a study to `trials` done trials on every lane; returns its trials and best. */
@@ -225,4 +246,44 @@ export async function studyResult(ctx: StudyContext, cell: SearchCell): Promise<
         )
     : [];
   return { name: cell.name, axes: cell.axes, trials, best, edgeWarnings };
+}
+
+/** The best params of a study re-run with the confirmation seeds: the rows and their objective. */
+export interface Confirmation {
+  study: string;
+  params: Record<string, unknown>;
+  rows: TrialRow[];
+  /** Mean and sample standard deviation of the objective over the succeeded rows (null: none). */
+  mean: number | null;
+  std: number | null;
+}
+
+export interface SearchResults {
+  objective: string;
+  direction: "minimize" | "maximize";
+  studies: StudyResult[];
+  confirmations: Confirmation[];
+}
+
+/** Group the confirmation rows by study and summarise the objective over them. */
+export function summarizeConfirmations(
+  studies: StudyResult[],
+  block: SearchBlock,
+  confirmRows: (study: StudyResult) => TrialRow[],
+): SearchResults {
+  const confirmations = studies.flatMap((st): Confirmation[] => {
+    if (!st.best) return [];
+    const rows = confirmRows(st);
+    const values = rows
+      .filter((r) => r.status === "succeeded")
+      .map((r) => r.metrics[block.objective])
+      .filter((v): v is number => typeof v === "number" && Number.isFinite(v));
+    const mean = values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
+    const std =
+      mean === null || values.length < 2
+        ? null
+        : Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1));
+    return [{ study: st.name, params: st.best.params, rows, mean, std }];
+  });
+  return { objective: block.objective, direction: block.direction, studies, confirmations };
 }

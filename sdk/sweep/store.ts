@@ -24,14 +24,7 @@ export const LOCK = "sweep.lock";
 export const RUNS = "runs";
 
 /** `pruned`: a search trial the study's pruner stopped early (it ran fewer steps than the budget). */
-export type TrialStatus =
-  | "pending"
-  | "running"
-  | "succeeded"
-  | "failed"
-  | "cancelled"
-  | "pruned"
-  | "not_run";
+export type TrialStatus = "pending" | "running" | "succeeded" | "failed" | "cancelled" | "pruned" | "not_run";
 
 export interface ManifestTrial {
   index: number;

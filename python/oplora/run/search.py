@@ -129,7 +129,7 @@ class Search:
     def report(self, req: dict[str, Any]) -> dict[str, Any]:
         trial = self.asked[(req["study"], int(req["number"]))]
         trial.report(float(req["value"]), int(req["step"]))
-        return {"prune": trial.should_prune()}
+        return {"prune": bool(trial.should_prune())}
 
     def tell(self, req: dict[str, Any]) -> dict[str, Any]:
         study, _ = self.studies[req["study"]]
