@@ -247,6 +247,7 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
   private readonly stop = new AbortController();
   private readonly lanes: Lane[] = [];
   private ray: RayDriver | undefined;
+  private searchPid: number | undefined;
 
   /** @internal use `sweep()` */
   constructor(
@@ -266,7 +267,8 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
 
   /** Every process id started so far (workers or per-trial processes). */
   get pids(): number[] {
-    return this.lanes.flatMap((l) => l.pids);
+    const search = this.searchPid === undefined ? [] : [this.searchPid];
+    return [...search, ...this.lanes.flatMap((l) => l.pids)];
   }
 
   /** Cancel every running trial, start no more, and wait until every process is gone. */
@@ -374,6 +376,7 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     const total = plan.cells.length * plan.block.trials;
     this.push({ type: "sweep_started", dir: this.dir, trials: total, toRun: total, slots });
     const searcher = new SearchProcess(resolvePython(o), o.env);
+    this.searchPid = searcher.pid;
     const studies = [];
     try {
       const ctx: StudyContext = {

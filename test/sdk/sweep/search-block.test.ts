@@ -20,7 +20,7 @@ const base: SpecInput = {
   adapter: { kind: "lora", r: 2 },
   train: { steps: 30, log_every: 5 },
 };
-const axes = { "adapter.kind": ["lora", "op-lora"] };
+const axes = { "adapter.kind": ["lora", "op-lora"] } as const;
 const good = {
   space: { "optimizer.lr": { low: 1e-3, high: 1, log: true } },
   trials: 4,
