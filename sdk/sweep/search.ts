@@ -158,7 +158,7 @@ async function runOne(ctx: StudyContext, cell: SearchCell, lane: Lane): Promise<
             step: ev.step,
             value,
           });
-          if (r.prune) prune.abort();
+          if (r.prune && steps < cell.maxSteps) prune.abort(); // at the last step: let it finish
         })
         .catch((e: unknown) => {
           broken ??= e;
