@@ -68,7 +68,7 @@ export class SweepProgress {
       case "sweep_finished": {
         const c = ev.results.counts;
         this.line(
-          `sweep ${ev.results.stopped ? "stopped" : "finished"} in ${ev.results.wallS.toFixed(1)} s: ${c.succeeded} succeeded, ${c.failed} failed, ${c.cancelled} cancelled, ${c.not_run} not run`,
+          `sweep ${ev.results.stopped ? "stopped" : "finished"} in ${ev.results.wallS.toFixed(1)} s: ${c.succeeded} succeeded, ${c.failed} failed, ${c.cancelled} cancelled, ${c.pruned} pruned, ${c.not_run} not run`,
         );
         break;
       }
