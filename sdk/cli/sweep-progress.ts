@@ -55,7 +55,13 @@ export class SweepProgress {
         this.done++;
         if (ev.type === "trial_failed") this.failed++;
         const word =
-          ev.type === "trial_finished" ? "done  " : ev.type === "trial_failed" ? "FAILED" : "cancel";
+          ev.type === "trial_finished"
+            ? "done  "
+            : ev.type === "trial_failed"
+              ? "FAILED"
+              : ev.row.status === "pruned"
+                ? "pruned"
+                : "cancel";
         const extra =
           ev.type === "trial_failed" && ev.row.error
             ? `: ${ev.row.error.type}: ${ev.row.error.message.split("\n")[0]}`
