@@ -23,7 +23,8 @@ export const MANIFEST = "sweep.json";
 export const LOCK = "sweep.lock";
 export const RUNS = "runs";
 
-export type TrialStatus = "pending" | "running" | "succeeded" | "failed" | "cancelled" | "not_run";
+/** `pruned`: a search trial the study's pruner stopped early (it ran fewer steps than the budget). */
+export type TrialStatus = "pending" | "running" | "succeeded" | "failed" | "cancelled" | "pruned" | "not_run";
 
 export interface ManifestTrial {
   index: number;
@@ -44,7 +45,7 @@ export interface SweepManifest {
   created_at: string;
   updated_at: string;
   base: unknown;
-  plan: SweepPlan;
+  plan: SweepPlan & { search?: unknown };
   mode: "warm" | "cold";
   trials: ManifestTrial[];
 }

@@ -4,6 +4,7 @@ import { writeReport } from "../../report/index.js";
 import type { SpecInput } from "../../spec/index.js";
 import type { SweepPlan } from "../../sweep/expand.js";
 import type { SweepBackend } from "../../sweep/ray.js";
+import type { SearchBlockInput } from "../../sweep/search-block.js";
 import { type SweepOptions, sweep } from "../../sweep/sweep.js";
 import { type Command, EXIT, parseCommandArgs, readJsonFile, UsageError } from "../command.js";
 import { SweepProgress } from "../sweep-progress.js";
@@ -13,11 +14,14 @@ const HELP = `usage: oplora sweep SWEEP.json|SWEEP.ts [--out DIR] [--concurrency
                     [--fail-fast] [--no-report]
 
 Run a sweep: SWEEP.json is {"base": SPEC, "axes": {"adapter.kind": ["lora", "op-lora"], ...},
-"zip": {...} | [{...}], "seeds": [0, 1], "outDir"?, "concurrency"?, "mode"?, "backend"?}; a .ts file
+"zip": {...} | [{...}], "seeds": [0, 1], "outDir"?, "concurrency"?, "mode"?, "backend"?, "search"?}; a .ts file
 default-exports the same object. --backend ray (or --ray-address, or "backend": {"kind": "ray", "address":
 "HOST:PORT"} in the file) runs each trial as a Ray task on that cluster (needs the oplora[ray] extra;
 check the cluster first with \`oplora doctor --ray HOST:PORT\`); the default runs trials on this machine. Trials already succeeded in DIR are skipped; failed ones run again. Ctrl-C cancels every
-running trial and keeps the finished ones. Ends with a report in DIR/report/ (unless --no-report).
+running trial and keeps the finished ones. With "search": {"space": {"optimizer.lr": {"low": 1e-4,
+"high": 1, "log": true}}, "trials": 16, "objective": "final_loss", ...} each cell of the axes product is
+tuned by an Optuna study (SQLite DIR/search.db; rerunning resumes it), then its best is re-run with
+"confirmSeeds". Ends with a report in DIR/report/ (unless --no-report).
 Exit 0 when every trial succeeded, 1 when some failed, 2 when the sweep file, an axis or a trial's spec is
 invalid (nothing runs), 130 when cancelled.`;
 
@@ -29,6 +33,7 @@ export interface SweepFile extends SweepPlan {
   devices?: string[];
   failFast?: boolean;
   backend?: SweepBackend;
+  search?: SearchBlockInput;
 }
 
 async function loadSweepFile(path: string): Promise<SweepFile> {
@@ -143,6 +148,7 @@ export const sweepCommand: Command = {
         devices: flags.devices ?? cfg.devices,
         failFast: Boolean(args.values["fail-fast"]) || cfg.failFast,
         backend: flags.backend ?? cfg.backend,
+        search: cfg.search,
       },
       !args.values["no-report"],
     );

@@ -93,7 +93,7 @@ describe("sweep on a Ray cluster", () => {
         .map((e) => (e as { trial: { id: string } }).trial.id),
     );
     expect(stepped.size).toBe(6);
-    expect(ray.counts).toEqual({ succeeded: 6, failed: 0, cancelled: 0, not_run: 0 });
+    expect(ray.counts).toEqual({ succeeded: 6, failed: 0, cancelled: 0, pruned: 0, not_run: 0 });
     const local = await sweep(BASE, { axes: AXES, outDir: tmp("local"), concurrency: 2 });
     expect(local.counts.succeeded).toBe(6);
     expect(metricsOf(ray)).toEqual(metricsOf(local));
@@ -272,7 +272,7 @@ describe("sweep on a Ray cluster", () => {
     expect(killed).toBe(true);
     // on a failure, say why each trial failed (e.g. retries spent on the dead node before Ray saw it die)
     expect(r.rows.filter((row) => row.error).map((row) => `${row.label}: ${row.error?.message}`)).toEqual([]);
-    expect(r.counts).toEqual({ succeeded: 6, failed: 0, cancelled: 0, not_run: 0 });
+    expect(r.counts).toEqual({ succeeded: 6, failed: 0, cancelled: 0, pruned: 0, not_run: 0 });
     const manifest = await readManifest(r.dir);
     expect(manifest?.trials.map((t) => t.status)).toEqual(Array(6).fill("succeeded"));
     expect(readdirSync(join(r.dir, "runs")).sort()).toEqual(r.rows.map((row) => row.id).sort());

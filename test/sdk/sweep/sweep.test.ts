@@ -44,7 +44,7 @@ describe("sweep (real MF runs, warm workers)", () => {
   it("runs every trial (concurrency 2); the table matches each run's result.json; failures are recorded", async () => {
     const { events, results } = await collect(sweep(base, { ...plan, concurrency: 2, outDir: dir }));
     expect(results.rows).toHaveLength(6);
-    expect(results.counts).toEqual({ succeeded: 4, failed: 2, cancelled: 0, not_run: 0 });
+    expect(results.counts).toEqual({ succeeded: 4, failed: 2, cancelled: 0, pruned: 0, not_run: 0 });
     for (const row of results.rows) {
       const result = JSON.parse(readFileSync(join(row.runDir, "result.json"), "utf8"));
       const spec = JSON.parse(readFileSync(join(row.runDir, "spec.json"), "utf8"));
