@@ -26,7 +26,7 @@ import {
 } from "./errors.js";
 import type { EventOf, RunEvent } from "./events.js";
 import type { RunResult, RunResultOf } from "./result.js";
-import { readResult, writeCrashResult } from "./run-dir.js";
+import { checkOutDir, readResult, writeCrashResult } from "./run-dir.js";
 import type { SpecInput, TaskName } from "./spec/index.js";
 import { validateSpec } from "./spec/validate.js";
 import { EventStream } from "./stream.js";
@@ -51,9 +51,10 @@ export interface RunOptions {
 
 type TaskOf<S> = S extends { task: infer T extends TaskName } ? T : TaskName;
 
-/** Start a run. Throws SpecInvalidError (nothing spawned, no run dir) or PythonEnvironmentError at once. */
+/** Start a run. Throws SpecInvalidError or InputError (bad outDir; nothing spawned, no run dir) or PythonEnvironmentError at once. */
 export function run<S extends SpecInput>(spec: S, options: RunOptions): RunHandle<TaskOf<S>> {
   const valid = validateSpec(spec);
+  checkOutDir(options.outDir);
   return new RunHandle<TaskOf<S>>(valid.task, options.signal, (push, cancelSignal) =>
     startJob(
       valid,
