@@ -30,7 +30,7 @@ export function checkOutDir(outDir: string): void {
 export function readResult(runDir: string): RunResult | null {
   const path = join(runDir, "result.json");
   if (!existsSync(path)) return null;
-  const parsed = RunResult.safeParse(JSON.parse(readFileSync(path, "utf8")));
+  const parsed = RunResult.safeParse(parseJson(readFileSync(path, "utf8"), path));
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
     throw new ProtocolError(`${path} does not match RunResult: ${issues}`);
@@ -46,12 +46,35 @@ export function readEvents(runDir: string): RunEvent[] {
   const events: RunEvent[] = [];
   for (const [i, line] of lines.entries()) {
     if (!line.trim()) continue;
-    const parsed = RunEvent.safeParse(JSON.parse(line));
+    const parsed = RunEvent.safeParse(parseJson(line, `${path}:${i + 1}`));
     if (!parsed.success)
       throw new ProtocolError(`${path}:${i + 1}: not a valid event: ${parsed.error.message}`);
     events.push(parsed.data);
   }
   return events;
+}
+
+function parseJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ProtocolError(`${where}: not valid JSON (truncated?): ${(e as Error).message}`);
+  }
+}
+
+/**
+ * What is wrong with a finished run directory's result.json or events.ndjson (file and problem named), or
+ * null when both read back valid. Readers (report, sweep resume) show such a run as corrupt, never reuse it.
+ */
+export function runDirProblem(runDir: string): string | null {
+  try {
+    if (!readResult(runDir)) return `${join(runDir, "result.json")}: missing`;
+    readEvents(runDir);
+    return null;
+  } catch (e) {
+    if (e instanceof ProtocolError) return e.message;
+    throw e;
+  }
 }
 
 /** Write `text` to `path` through a temporary file and a rename (readers never see half a file). */

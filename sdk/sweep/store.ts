@@ -14,7 +14,7 @@ import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { RunResult } from "../result.js";
-import { writeFileAtomic } from "../run-dir.js";
+import { runDirProblem, writeFileAtomic } from "../run-dir.js";
 import { sameJson } from "./canonical.js";
 import { SweepLockedError } from "./errors.js";
 import type { SweepPlan } from "./expand.js";
@@ -129,7 +129,7 @@ export async function acquireLock(sweepDir: string): Promise<() => Promise<void>
 /** A trial directory's reusable result: its result.json when it succeeded for exactly this spec. */
 export async function reusableResult(dir: string, spec: unknown): Promise<RunResult | undefined> {
   const result = await readJson<RunResult>(join(dir, "result.json"));
-  if (result?.status !== "succeeded") return undefined;
+  if (result?.status !== "succeeded" || runDirProblem(dir) !== null) return undefined; // corrupt: run again
   const recorded = await readJson(join(dir, "spec.json"));
   return recorded !== undefined && sameJson(recorded, spec) ? result : undefined;
 }
