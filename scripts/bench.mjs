@@ -22,6 +22,7 @@ const benches = [
   { name: "generator", cmd: python, file: "bench/generator.py" },
   { name: "bridge", cmd: tsx, file: "bench/bridge.ts" },
   { name: "sweep", cmd: tsx, file: "bench/sweep.ts" },
+  { name: "sweep_ray", cmd: tsx, file: "bench/sweep_ray.ts" },
   { name: "text_to_image", cmd: python, file: "bench/text_to_image.py" },
   { name: "llava", cmd: python, file: "bench/llava.py" },
 ];

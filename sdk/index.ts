@@ -28,8 +28,13 @@ export { defineSpec, validateSpec } from "./spec/validate.js";
 export {
   type Axes,
   expandSweep,
+  RayBackend,
+  RayBackendError,
+  type RayDoctorReport,
+  rayDoctor,
   readManifest,
   STUDIES,
+  SweepBackend,
   type SweepEvent,
   SweepHandle,
   SweepInvalidError,
@@ -41,5 +46,14 @@ export {
   type TrialRow,
   WorkerCrashedError,
 } from "./sweep/index.js";
+
+export {
+  type AnswerOptions,
+  AnswerResult,
+  answer,
+  type GenerateOptions,
+  GenerateResult,
+  generate,
+} from "./use.js";
 
 export const VERSION = "0.1.0";

@@ -3,6 +3,15 @@ export { canonicalJson, specHash } from "./canonical.js";
 export { SweepInvalidError, SweepLockedError, WorkerCrashedError } from "./errors.js";
 export { type Axes, expandSweep, type SpecPath, type SweepPlan, type Trial } from "./expand.js";
 export type { Mode } from "./lanes.js";
+export {
+  RayBackend,
+  RayBackendError,
+  type RayDoctorNode,
+  type RayDoctorReport,
+  type RayNode,
+  rayDoctor,
+  SweepBackend,
+} from "./ray.js";
 export { type ManifestTrial, readManifest, type SweepManifest, type TrialStatus } from "./store.js";
 export { STUDIES, type Study } from "./studies.js";
 export {

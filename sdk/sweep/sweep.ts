@@ -20,9 +20,11 @@ import type { RunEvent } from "../events.js";
 import { type RunResult, scalarMetrics } from "../result.js";
 import type { SpecInput } from "../spec/index.js";
 import { EventStream } from "../stream.js";
+import { SweepInvalidError } from "./errors.js";
 import { expandSweep, type SweepPlan, type Trial } from "./expand.js";
 import { detectGpus } from "./gpus.js";
 import { type Lane, type Mode, makeLane, WarmLane } from "./lanes.js";
+import { type RayDriver, RayLane, SweepBackend, startRayDriver } from "./ray.js";
 import {
   acquireLock,
   clearTrialDir,
@@ -57,6 +59,11 @@ export interface SweepOptions extends SweepPlan {
   killGraceMs?: number | undefined;
   /** Python's stdout/stderr chatter, as it arrives. */
   onStderr?: ((chunk: string) => void) | undefined;
+  /**
+   * Where trials run: `{kind: "local"}` (default: processes on this machine) or `{kind: "ray", address,
+   * runtimeEnv?, maxRetries?, sharedStore?, pendingTimeoutS?}` (one Ray task per trial; see sweep/ray.ts).
+   */
+  backend?: SweepBackend | undefined;
 }
 
 /** A trial as events and rows name it. */
@@ -101,6 +108,9 @@ export type SweepEvent =
   | { type: "trial_cancelled"; trial: TrialInfo; row: TrialRow }
   | { type: "sweep_finished"; results: SweepResults };
 
+/** The Ray driver cancels its tasks and waits for Ray to confirm before it exits: give it longer. */
+const RAY_CLOSE_GRACE_MS = 20_000;
+
 function info(t: Trial): TrialInfo {
   return { id: t.id, index: t.index, label: t.label, axes: t.axes };
 }
@@ -108,7 +118,12 @@ function info(t: Trial): TrialInfo {
 /** Start a sweep. Throws SweepInvalidError at once (nothing started) when an axis or a trial is invalid. */
 export function sweep(base: SpecInput, options: SweepOptions): SweepHandle {
   const trials = expandSweep(base, options);
-  return new SweepHandle(base, trials, options);
+  const backend = SweepBackend.safeParse(options.backend ?? { kind: "local" });
+  if (!backend.success)
+    throw new SweepInvalidError(
+      backend.error.issues.map((i) => `backend${i.path.map((p) => `.${String(p)}`).join("")}: ${i.message}`),
+    );
+  return new SweepHandle(base, trials, { ...options, backend: backend.data });
 }
 
 /** The devices to pin, one per slot: the given list, or every GPU when "auto" finds two or more. */
@@ -224,6 +239,7 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     const t0 = performance.now();
     await mkdir(this.dir, { recursive: true });
     const release = await acquireLock(this.dir);
+    let ray: RayDriver | undefined;
     try {
       const mode: Mode = this.options.mode ?? "warm";
       const ledger = new Ledger(this.dir, this.trials, base, this.options, mode);
@@ -240,11 +256,20 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
         else queue.push(t);
       }
       await ledger.save();
-      const devices = pinnedDevices(this.options.devices, queue.length);
-      const slots = Math.max(
-        1,
-        Math.min(this.options.concurrency ?? (devices.length || 1), Math.max(1, queue.length)),
-      );
+      const o = this.options;
+      const devices = pinnedDevices(o.devices, queue.length);
+      // Ray backend: one driver for the sweep; it refuses unfit trials before anything runs
+      if (o.backend?.kind === "ray" && queue.length > 0) {
+        const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
+        ray = await startRayDriver(o.backend, queue, {
+          python: o.python,
+          env: o.env,
+          onStderr: o.onStderr,
+          killGraceMs,
+        });
+      }
+      const wanted = o.concurrency ?? (ray ? queue.length : devices.length || 1);
+      const slots = Math.max(1, Math.min(wanted, Math.max(1, queue.length)));
       this.push({
         type: "sweep_started",
         dir: this.dir,
@@ -252,7 +277,7 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
         toRun: queue.length,
         slots,
       });
-      await this.runSlots(slots, devices, mode, queue, ledger);
+      await this.runSlots(slots, devices, mode, queue, ledger, ray);
 
       for (const t of this.trials) if (!ledger.rows.has(t.id)) ledger.record(t, "not_run", null, false, null);
       await ledger.save();
@@ -269,6 +294,7 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
       this.push({ type: "sweep_finished", results });
       return results;
     } finally {
+      await ray?.close(Math.max(this.options.killGraceMs ?? KILL_GRACE_MS, RAY_CLOSE_GRACE_MS));
       await release();
     }
   }
@@ -280,11 +306,12 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     mode: Mode,
     queue: Trial[],
     ledger: Ledger,
+    ray: RayDriver | undefined,
   ): Promise<void> {
     const settled = await Promise.allSettled(
       Array.from({ length: slots }, (_, slot) => {
         const device = devices.length ? (devices[slot % devices.length] as string) : null;
-        return this.runSlot(slot, device, mode, queue, ledger).catch((e: unknown) => {
+        return this.runSlot(slot, device, mode, queue, ledger, ray).catch((e: unknown) => {
           this.stop.abort();
           throw e;
         });
@@ -301,11 +328,14 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     mode: Mode,
     queue: Trial[],
     ledger: Ledger,
+    ray: RayDriver | undefined,
   ): Promise<void> {
     const o = this.options;
     const env = { ...o.env, ...(device !== null && { CUDA_VISIBLE_DEVICES: device }) };
     const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
-    const lane = makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
+    const lane = ray
+      ? new RayLane(ray)
+      : makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
     this.lanes.push(lane);
     if (lane instanceof WarmLane && queue.length > 0) lane.warm();
     try {

@@ -34,6 +34,7 @@ export const studyCommand: Command = {
         mode: flags.mode,
         devices: flags.devices,
         failFast: Boolean(args.values["fail-fast"]),
+        backend: flags.backend,
       },
       !args.values["no-report"],
     );

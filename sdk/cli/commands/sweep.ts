@@ -5,16 +5,20 @@ import { writeReport } from "../../report/index.js";
 import type { SpecInput } from "../../spec/index.js";
 import { formatIssues } from "../../spec/validate.js";
 import type { SweepPlan } from "../../sweep/expand.js";
+import { SweepBackend } from "../../sweep/ray.js";
 import { type SweepOptions, sweep } from "../../sweep/sweep.js";
 import { type Command, EXIT, parseCommandArgs, readJsonFile, UsageError } from "../command.js";
 import { SweepProgress } from "../sweep-progress.js";
 
 const HELP = `usage: oplora sweep SWEEP.json|SWEEP.ts [--out DIR] [--concurrency N] [--mode warm|cold]
-                    [--devices 0,1,...] [--fail-fast] [--no-report]
+                    [--devices 0,1,...] [--backend local|ray] [--ray-address HOST:PORT]
+                    [--fail-fast] [--no-report]
 
 Run a sweep: SWEEP.json is {"base": SPEC, "axes": {"adapter.kind": ["lora", "op-lora"], ...},
-"zip": {...} | [{...}], "seeds": [0, 1], "outDir"?, "concurrency"?, "mode"?}; a .ts file default-exports
-the same object. Trials already succeeded in DIR are skipped; failed ones run again. Ctrl-C cancels every
+"zip": {...} | [{...}], "seeds": [0, 1], "outDir"?, "concurrency"?, "mode"?, "backend"?}; a .ts file
+default-exports the same object. --backend ray (or --ray-address, or "backend": {"kind": "ray", "address":
+"HOST:PORT"} in the file) runs each trial as a Ray task on that cluster (needs the oplora[ray] extra;
+check the cluster first with \`oplora doctor --ray HOST:PORT\`); the default runs trials on this machine. Trials already succeeded in DIR are skipped; failed ones run again. Ctrl-C cancels every
 running trial and keeps the finished ones. Ends with a report in DIR/report/ (unless --no-report).
 Exit 0 when every trial succeeded, 1 when some failed, 2 when the sweep file, an axis or a trial's spec is
 invalid (nothing runs), 130 when cancelled.`;
@@ -32,6 +36,7 @@ export const SweepFileSchema = z.strictObject({
   mode: z.enum(["warm", "cold"]).optional(),
   devices: z.array(z.string().min(1)).optional(),
   failFast: z.boolean().optional(),
+  backend: SweepBackend.optional(),
 });
 
 export type SweepFile = z.infer<typeof SweepFileSchema> & SweepPlan & { base: SpecInput };
@@ -113,7 +118,19 @@ export function parseSweepFlags(values: Record<string, string | boolean | undefi
     const lines = formatIssues(parsed.error.issues, SweepFlagsSchema, input);
     throw new UsageError(lines.map((l) => `--${l}`).join("\n"));
   }
-  return parsed.data;
+  const kind = values.backend ?? (values["ray-address"] !== undefined ? "ray" : undefined);
+  if (kind !== undefined && kind !== "local" && kind !== "ray")
+    throw new UsageError(`--backend: expected local or ray, got ${kind}`);
+  const address = values["ray-address"] ?? (kind === "ray" ? process.env.RAY_ADDRESS : undefined);
+  if (kind === "local" && address !== undefined)
+    throw new UsageError("--ray-address: only with --backend ray");
+  if (kind === "ray" && (typeof address !== "string" || !address))
+    throw new UsageError(
+      '--backend ray: needs --ray-address HOST:PORT (or env RAY_ADDRESS; "auto" on a node of the cluster)',
+    );
+  const backend: SweepBackend | undefined =
+    kind === "ray" ? { kind, address: address as string } : kind === "local" ? { kind } : undefined;
+  return { ...parsed.data, backend };
 }
 
 export const SWEEP_FLAGS = {
@@ -121,6 +138,8 @@ export const SWEEP_FLAGS = {
   concurrency: { type: "string", short: "j" },
   mode: { type: "string" },
   devices: { type: "string" },
+  backend: { type: "string" },
+  "ray-address": { type: "string" },
   "fail-fast": { type: "boolean" },
   "no-report": { type: "boolean" },
 } as const;
@@ -148,6 +167,7 @@ export const sweepCommand: Command = {
         mode: flags.mode ?? cfg.mode,
         devices: flags.devices ?? cfg.devices,
         failFast: Boolean(args.values["fail-fast"]) || cfg.failFast,
+        backend: flags.backend ?? cfg.backend,
       },
       !args.values["no-report"],
     );

@@ -121,6 +121,8 @@ describe("oplora CLI", () => {
       [{ base, concurrency: -3 }, "concurrency: expected a positive integer, got -3"],
       [{ base, mode: "hot" }, 'mode: expected one of "warm", "cold", got "hot"'],
       [{ base, seeds: "0" }, 'seeds: expected an array, got "0"'],
+      [{ base, backend: { kind: "rey" } }, 'backend.kind: expected one of "local", "ray", got "rey"'],
+      [{ base, backend: { kind: "ray" } }, "backend.address: required"],
     ];
     for (const [file, says] of cases) {
       const r = await cli(["sweep", specFile(file), "--out", out]);
