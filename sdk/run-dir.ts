@@ -26,6 +26,9 @@ export function checkOutDir(outDir: string): void {
   }
 }
 
+/** The run directory's lock file (sdk/lock.ts format), held by the SDK or `python -m oplora run`. */
+export const RUN_LOCK = "run.lock";
+
 /** DIR/result.json, or null when there is none yet. */
 export function readResult(runDir: string): RunResult | null {
   const path = join(runDir, "result.json");

@@ -131,7 +131,7 @@ describe("sweep (real MF runs, warm workers)", () => {
         (e: unknown) => e,
       ),
     ]);
-    expect(String(outcome)).toMatch(/in use by another sweep \(pid \d+\)/);
+    expect(String(outcome)).toMatch(/in use by another sweep \(pid \d+ on \S+ since \S+\)/);
     await Promise.allSettled([first.cancel(), second.cancel()]);
   });
 
