@@ -5,6 +5,7 @@ export { type DoctorReport, doctor } from "./environment.js";
 export {
   CancelledError,
   InputError,
+  RunLockedError,
   OploraError,
   ProcessCrashedError,
   ProtocolError,

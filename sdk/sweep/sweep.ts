@@ -18,6 +18,7 @@ import { relative, resolve } from "node:path";
 import { KILL_GRACE_MS } from "../bridge/process.js";
 import { resolvePython } from "../bridge/python.js";
 import type { RunEvent } from "../events.js";
+import { holderToken, SWEEP_HOLDER_ENV } from "../lock.js";
 import { type RunResult, scalarMetrics } from "../result.js";
 import type { SpecInput } from "../spec/index.js";
 import { EventStream } from "../stream.js";
@@ -492,7 +493,11 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     ray: RayDriver | undefined,
   ): Promise<void> {
     const o = this.options;
-    const env = { ...o.env, ...(device !== null && { CUDA_VISIBLE_DEVICES: device }) };
+    const env = {
+      ...o.env,
+      [SWEEP_HOLDER_ENV]: holderToken(), // this sweep holds the store: its trials may write there
+      ...(device !== null && { CUDA_VISIBLE_DEVICES: device }),
+    };
     const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
     const lane = ray
       ? new RayLane(ray)
