@@ -5,13 +5,13 @@ export { type DoctorReport, doctor } from "./environment.js";
 export {
   CancelledError,
   InputError,
-  RunLockedError,
   OploraError,
   ProcessCrashedError,
   ProtocolError,
   PythonCallError,
   PythonEnvironmentError,
   type PythonErrorInfo,
+  RunLockedError,
   SpecInvalidError,
   TrainingFailedError,
 } from "./errors.js";
