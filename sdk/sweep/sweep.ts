@@ -365,14 +365,9 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     const ray = await this.startRay(probeTrials(base, plan));
     const devices = pinnedDevices(o.devices, 1);
     const slots = Math.max(1, o.concurrency ?? (devices.length || 1));
-    const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
-    const lanes = Array.from({ length: slots }, (_, slot): Lane => {
-      const device = devices.length ? (devices[slot % devices.length] as string) : null;
-      const env = { ...o.env, ...(device !== null && { CUDA_VISIBLE_DEVICES: device }) };
-      return ray
-        ? new RayLane(ray)
-        : makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
-    });
+    const lanes = Array.from({ length: slots }, (_, slot) =>
+      this.makeSlotLane(devices.length ? (devices[slot % devices.length] as string) : null, mode, ray),
+    );
     this.lanes.push(...lanes);
     const total = plan.cells.length * plan.block.trials;
     this.push({ type: "sweep_started", dir: this.dir, trials: total, toRun: total, slots });
@@ -483,6 +478,19 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     if (broken) throw broken.reason;
   }
 
+  /** The lane one slot runs its trials on (grid and search alike), pinned to DEVICE when given. */
+  private makeSlotLane(device: string | null, mode: Mode, ray: RayDriver | undefined): Lane {
+    if (ray) return new RayLane(ray);
+    const o = this.options;
+    const env = {
+      ...o.env,
+      [SWEEP_HOLDER_ENV]: holderToken(), // this sweep holds the store: its trials may write there
+      ...(device !== null && { CUDA_VISIBLE_DEVICES: device }),
+    };
+    const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
+    return makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
+  }
+
   /** One slot: a lane that takes trials off the queue until it is empty or the sweep stops. */
   private async runSlot(
     slot: number,
@@ -492,16 +500,7 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     ledger: Ledger,
     ray: RayDriver | undefined,
   ): Promise<void> {
-    const o = this.options;
-    const env = {
-      ...o.env,
-      [SWEEP_HOLDER_ENV]: holderToken(), // this sweep holds the store: its trials may write there
-      ...(device !== null && { CUDA_VISIBLE_DEVICES: device }),
-    };
-    const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
-    const lane = ray
-      ? new RayLane(ray)
-      : makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
+    const lane = this.makeSlotLane(device, mode, ray);
     this.lanes.push(lane);
     if (lane instanceof WarmLane && queue.length > 0) lane.warm();
     try {
