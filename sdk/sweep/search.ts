@@ -9,6 +9,7 @@
  * The studies live in SWEEP/search.db (Optuna's RDB storage): a killed search resumes where it was. A trial
  * whose run directory already holds a succeeded result for the same spec is told from it, not re-run.
  */
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PythonProcess } from "../bridge/process.js";
 import type { RunEvent } from "../events.js";
@@ -21,6 +22,8 @@ import { clearTrialDir, reusableResult, trialDir } from "./store.js";
 import type { TrialRow } from "./sweep.js";
 
 export const SEARCH_DB = "search.db";
+/** The search's results as JSON beside the database (what the report reads). */
+export const SEARCH_JSON = "search.json";
 
 export type SearchTrialState = "complete" | "pruned" | "fail" | "running" | "waiting";
 
@@ -261,6 +264,8 @@ export interface Confirmation {
 export interface SearchResults {
   objective: string;
   direction: "minimize" | "maximize";
+  /** The searched space (each param's range or choices). */
+  space: SearchBlock["space"];
   studies: StudyResult[];
   confirmations: Confirmation[];
 }
@@ -285,5 +290,24 @@ export function summarizeConfirmations(
         : Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1));
     return [{ study: st.name, params: st.best.params, rows, mean, std }];
   });
-  return { objective: block.objective, direction: block.direction, studies, confirmations };
+  return {
+    objective: block.objective,
+    direction: block.direction,
+    space: block.space,
+    studies,
+    confirmations,
+  };
+}
+
+export async function saveSearchResults(dir: string, results: SearchResults): Promise<void> {
+  await writeFile(join(dir, SEARCH_JSON), `${JSON.stringify(results, null, 1)}\n`);
+}
+
+/** DIR/search.json, or null when the sweep holds no search. */
+export async function readSearchResults(dir: string): Promise<SearchResults | null> {
+  try {
+    return JSON.parse(await readFile(join(dir, SEARCH_JSON), "utf8")) as SearchResults;
+  } catch {
+    return null;
+  }
 }
