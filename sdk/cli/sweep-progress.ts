@@ -2,6 +2,8 @@
  * Sweep progress for the terminal. On a TTY: one redrawn line per running trial (step/total, loss) under an
  * overall bar; otherwise plain lines as trials start and end (logs stay readable in CI).
  */
+import { searchBests } from "../report/search.js";
+import type { SearchResults } from "../sweep/search.js";
 import type { SweepEvent } from "../sweep/sweep.js";
 import { formatNumber as num } from "./format.js";
 
@@ -76,6 +78,7 @@ export class SweepProgress {
         this.line(
           `sweep ${ev.results.stopped ? "stopped" : "finished"} in ${ev.results.wallS.toFixed(1)} s: ${c.succeeded} succeeded, ${c.failed} failed, ${c.cancelled} cancelled, ${c.pruned} pruned, ${c.not_run} not run`,
         );
+        if (ev.results.search) for (const l of searchLines(ev.results.search)) this.line(l);
         break;
       }
     }
@@ -111,4 +114,20 @@ export class SweepProgress {
     this.out.write(`${lines.join("\n")}\n`);
     this.drawn = lines.length;
   }
+}
+
+/** The search's results table: each arm's best params and objective, then the edge warnings. */
+export function searchLines(s: SearchResults): string[] {
+  const bests = searchBests(s);
+  const width = Math.max(3, ...bests.map((b) => b.study.length));
+  const lines = [`search: each arm's best ${s.objective} (${s.direction})`];
+  for (const b of bests) {
+    const params = Object.entries(b.params).map(([k, v]) => `${k}=${num(v)}`);
+    const c = b.confirmed;
+    lines.push(
+      `  ${b.study.padEnd(width)}  ${params.join(" ") || "-"}  search ${num(b.searchBest)}  confirmed ${c ? `${num(c.mean)} ± ${num(c.std)} (n=${c.n})` : "-"}  trials ${b.trials.complete} complete, ${b.trials.pruned} pruned, ${b.trials.failed} failed`,
+    );
+  }
+  for (const b of bests) for (const w of b.edgeWarnings) lines.push(`  warning: ${w}`);
+  return lines;
 }

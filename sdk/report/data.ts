@@ -7,11 +7,15 @@
  * An arm is every trial sharing the same axis values except `seed`. Curves are read generically from the
  * result's metrics (every `<name>_curve` list of `{step, <value>}`) and from `eval` events (CMMD, VQA, ...),
  * so a task's own metrics show up without report code for it.
+ *
+ * With a search (DIR/search.json), an arm is a study's best instead: its confirmation runs (the best params
+ * at each confirmation seed), or the best trial itself when none ran; the search trials stay in `trials`.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { scalarMetrics } from "../result.js";
 import { runDirProblem } from "../run-dir.js";
+import { readSearchResults, type SearchResults } from "../sweep/search.js";
 import { readManifest, type SweepManifest } from "../sweep/store.js";
 import type { TrialRow } from "../sweep/sweep.js";
 
@@ -45,6 +49,8 @@ export interface ReportData {
   arms: Arm[];
   /** The metric the summary and the sweep plots compare (`excess_loss`, else `final_loss`, when present). */
   primary: string | null;
+  /** The search's studies and confirmations, when the sweep held a search. */
+  search: SearchResults | null;
 }
 
 function readJsonFile(path: string): unknown {
@@ -155,6 +161,20 @@ export async function loadReportData(dir: string): Promise<ReportData> {
       images: imagesOf(result, runDir),
     };
   });
+  const search = await readSearchResults(dir);
+  const arms = search ? searchArms(search, trials) : groupArms(trials);
+  const numeric = trials.flatMap((t) =>
+    Object.entries(t.row.metrics).filter(([, v]) => typeof v === "number"),
+  );
+  // MF: excess over the Eckart-Young optimum separates the arms; the final loss is dominated by the optimum
+  const preferred = ["excess_loss", "final_loss"].find((m) => numeric.some(([k]) => k === m));
+  const primary = search?.objective ?? preferred ?? numeric[0]?.[0] ?? null;
+  const task = String((manifest.base as { task?: unknown })?.task ?? trials[0]?.spec?.task ?? "unknown");
+  return { dir, manifest, task, trials, arms, primary, search };
+}
+
+/** Every trial sharing the same axis values except `seed` is one arm. */
+function groupArms(trials: ReportTrial[]): Arm[] {
   const arms = new Map<string, Arm>();
   for (const t of trials) {
     const axes = Object.fromEntries(Object.entries(t.row.axes).filter(([p]) => p !== "seed"));
@@ -166,14 +186,21 @@ export async function loadReportData(dir: string): Promise<ReportData> {
     }
     arm.trials.push(t);
   }
-  const numeric = trials.flatMap((t) =>
-    Object.entries(t.row.metrics).filter(([, v]) => typeof v === "number"),
-  );
-  // MF: excess over the Eckart-Young optimum separates the arms; the final loss is dominated by the optimum
-  const preferred = ["excess_loss", "final_loss"].find((m) => numeric.some(([k]) => k === m));
-  const primary = preferred ?? numeric[0]?.[0] ?? null;
-  const task = String((manifest.base as { task?: unknown })?.task ?? trials[0]?.spec?.task ?? "unknown");
-  return { dir, manifest, task, trials, arms: [...arms.values()], primary };
+  return [...arms.values()];
+}
+
+/** One arm per study: its confirmation runs, else its best trial's run. */
+function searchArms(search: SearchResults, trials: ReportTrial[]): Arm[] {
+  const byId = new Map(trials.map((t) => [t.row.id, t]));
+  return search.studies.flatMap((st): Arm[] => {
+    if (!st.best) return [];
+    const conf = search.confirmations.find((c) => c.study === st.name)?.rows.map((r) => r.id) ?? [];
+    const best = st.trials.find((t) => t.number === st.best?.number)?.runId;
+    const ids = conf.length ? conf : best ? [best] : [];
+    const own = ids.flatMap((id) => byId.get(id) ?? []);
+    const axes = { ...st.axes, ...st.best.params };
+    return own.length ? [{ key: JSON.stringify(axes), label: labelOf(axes), axes, trials: own }] : [];
+  });
 }
 
 // --- statistics -------------------------------------------------------------------------------------------

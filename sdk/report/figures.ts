@@ -5,6 +5,7 @@
  *   curve-<name>.png     every curve (loss, effective rank, eval:cmmd, ...) per arm: seed mean, min..max band
  *   vs-<axis>.png        the primary final metric vs each numeric axis (lr, rank, ...), one line per arm
  *                        family, mean ± std over seeds
+ *   search-*.svg         with a search: objective vs each searched param and by trial (report/search.ts)
  */
 import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -12,6 +13,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { pythonEnv, resolvePython } from "../bridge/python.js";
 import { bandOf, mean, metricBySeed, type ReportData, std } from "./data.js";
+import { searchFigures } from "./search.js";
 
 export interface FigureSeries {
   label: string;
@@ -19,6 +21,13 @@ export interface FigureSeries {
   y: number[];
   lo?: number[];
   hi?: number[];
+  /**
+   * How Python draws it: a line (default; with `markers`, points joined and error bars), `points` (a
+   * scatter), `steps` (a step line, e.g. best so far), `rug` (crosses along the x axis: x only, y unused).
+   */
+  style?: "points" | "steps" | "rug";
+  /** Colour index (default: the series' position), so one arm's series share a colour. */
+  color?: number;
 }
 
 export interface FigureSpec {
@@ -32,9 +41,9 @@ export interface FigureSpec {
   series: FigureSeries[];
 }
 
-const LOG_HINT = /loss|excess|cmmd/i;
+export const LOG_HINT = /loss|excess|cmmd/i;
 
-function slug(s: string): string {
+export function slug(s: string): string {
   return s.replace(/[^a-zA-Z0-9]+/g, "-").replace(/^-|-$/g, "");
 }
 
@@ -72,7 +81,9 @@ export function figureSpecs(data: ReportData): FigureSpec[] {
   }
   const metric = data.primary;
   if (metric) {
+    const searched = new Set(Object.keys(data.search?.space ?? {})); // each arm's best: search figures show it
     const numericAxes = [...new Set(data.arms.flatMap((a) => Object.keys(a.axes)))].filter((p) => {
+      if (searched.has(p)) return false;
       const values = new Set(data.arms.map((a) => a.axes[p]));
       return values.size >= 2 && [...values].every((v) => typeof v === "number");
     });
@@ -115,6 +126,7 @@ export function figureSpecs(data: ReportData): FigureSpec[] {
       });
     }
   }
+  if (data.search) figures.push(...searchFigures(data.search));
   return figures;
 }
 

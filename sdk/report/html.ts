@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { extname } from "node:path";
 import type { ReportData } from "./data.js";
 import type { FigureSpec } from "./figures.js";
+import type { ArmBest } from "./search.js";
 import type { ArmSummary, Comparison, Stat } from "./summary.js";
 
 export function escapeHtml(s: string): string {
@@ -14,7 +15,14 @@ export function escapeHtml(s: string): string {
 
 function dataUri(path: string): string {
   const ext = extname(path).toLowerCase();
-  const mime = ext === ".png" ? "image/png" : ext === ".webp" ? "image/webp" : "image/jpeg";
+  const mime =
+    ext === ".png"
+      ? "image/png"
+      : ext === ".svg"
+        ? "image/svg+xml"
+        : ext === ".webp"
+          ? "image/webp"
+          : "image/jpeg";
   return `data:${mime};base64,${readFileSync(path).toString("base64")}`;
 }
 
@@ -49,10 +57,12 @@ export interface HtmlInput {
   figures: { spec: FigureSpec; path: string }[];
   comparisons: Comparison[];
   arms: ArmSummary[];
+  /** Each arm's best, with a search (else empty). */
+  bests: ArmBest[];
   generatedAt: string;
 }
 
-export function renderHtml({ data, figures, comparisons, arms, generatedAt }: HtmlInput): string {
+export function renderHtml({ data, figures, comparisons, arms, bests, generatedAt }: HtmlInput): string {
   const e = escapeHtml;
   const rows = data.trials.map((t) => t.row);
   const counts = { succeeded: 0, failed: 0, cancelled: 0, pruned: 0, not_run: 0 };
@@ -93,7 +103,8 @@ ${arms.map((a) => `<tr><td>${e(a.label)}</td><td class="num">${a.n}</td><td clas
 <body>
 <h1>oplora sweep report — ${e(data.task)}</h1>
 <p class="meta">${e(data.dir)} · ${rows.length} trials: ${counts.succeeded} succeeded, ${counts.failed} failed, ${counts.cancelled} cancelled, ${counts.pruned} pruned, ${counts.not_run} not run · generated ${e(generatedAt)}</p>
-<h2>LoRA vs OP-LoRA</h2>
+${data.search ? searchSection(data.search.objective, bests) : ""}
+<h2>LoRA vs OP-LoRA${data.search ? " (each arm at its best)" : ""}</h2>
 ${compTable}
 <h2>Arms</h2>
 ${armTable}
@@ -105,6 +116,26 @@ ${gridHtml}
 ${resultTable}
 </body></html>
 `;
+}
+
+/** Each arm's best params and objective, and the edge-of-range warnings. */
+function searchSection(objective: string, bests: ArmBest[]): string {
+  const e = escapeHtml;
+  const params = (p: Record<string, unknown>) =>
+    Object.entries(p)
+      .map(([k, v]) => `${k}=${fmt(v)}`)
+      .join(" ") || "—";
+  const warnings = bests.flatMap((b) => b.edgeWarnings);
+  return `<h2>Search: each arm's best</h2>
+<div class="wrap"><table><tr><th>arm</th><th>best params</th><th>${e(objective)} at the best (search trial)</th>
+<th>${e(objective)} over the confirmation seeds (mean ± std)</th><th>trials: complete / pruned / failed</th></tr>
+${bests
+  .map(
+    (b) => `<tr><td>${e(b.study)}</td><td>${e(params(b.params))}</td><td class="num">${fmt(b.searchBest)}</td>
+<td class="num">${fmtStat(b.confirmed)}</td><td class="num">${b.trials.complete} / ${b.trials.pruned} / ${b.trials.failed}</td></tr>`,
+  )
+  .join("\n")}</table></div>
+${warnings.map((w) => `<p class="bad edge-warning">Warning: ${e(w)}: widen the range, the optimum may lie outside it.</p>`).join("\n")}`;
 }
 
 /** The LoRA vs OP-LoRA table (one row per paired comparison). */

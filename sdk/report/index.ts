@@ -5,7 +5,7 @@
  *   *.png           the figures (matplotlib, through `python -m oplora.report_figures`)
  *   figures.json    what the figures show, as data
  *   results.csv / results.json    one row per trial: id, axes, status, scalar metrics, run dir
- *   summary.json    per-arm finals and the LoRA vs OP-LoRA comparisons
+ *   summary.json    per-arm finals and the LoRA vs OP-LoRA comparisons (with a search: each arm's best)
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -13,10 +13,12 @@ import type { TrialRow } from "../sweep/sweep.js";
 import { loadReportData } from "./data.js";
 import { drawFigures, figureSpecs } from "./figures.js";
 import { renderHtml } from "./html.js";
+import { searchBests } from "./search.js";
 import { armSummaries, comparisons } from "./summary.js";
 
 export type { ReportData } from "./data.js";
 export type { FigureSpec } from "./figures.js";
+export type { ArmBest } from "./search.js";
 export type { ArmSummary, Comparison } from "./summary.js";
 
 export interface ReportOptions {
@@ -82,6 +84,7 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
   const files = await drawFigures(specs, out, { python: options.python });
   const comps = comparisons(data);
   const arms = armSummaries(data);
+  const bests = data.search ? searchBests(data.search) : [];
   const rows = data.trials.map((t) => t.row);
   const report: Report = {
     html: join(out, "index.html"),
@@ -94,10 +97,17 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
   writeFileSync(report.json, `${JSON.stringify(rows, null, 2)}\n`);
   writeFileSync(
     report.summary,
-    `${JSON.stringify({ primary: data.primary, arms, comparisons: comps }, null, 2)}\n`,
+    `${JSON.stringify({ primary: data.primary, arms, comparisons: comps, ...(data.search && { search: bests }) }, null, 2)}\n`,
   );
   const figures = specs.map((spec, i) => ({ spec, path: files[i] as string }));
-  const html = renderHtml({ data, figures, comparisons: comps, arms, generatedAt: new Date().toISOString() });
+  const html = renderHtml({
+    data,
+    figures,
+    comparisons: comps,
+    arms,
+    bests,
+    generatedAt: new Date().toISOString(),
+  });
   writeFileSync(report.html, html);
   return report;
 }

@@ -51,11 +51,12 @@ function stat(xs: number[]): Stat | null {
   return xs.length ? { mean: mean(xs), std: std(xs), n: xs.length } : null;
 }
 
-/** Axes the arm's kind carries with it: zipped with `adapter.kind` in the plan. */
+/** Axes the arm's kind carries with it: zipped with `adapter.kind` in the plan, or searched per arm. */
 function boundPaths(data: ReportData): Set<string> {
   const zip = data.manifest.plan.zip;
   const groups = zip === undefined ? [] : Array.isArray(zip) ? zip : [zip];
-  const bound = new Set<string>([KIND]);
+  // with a search, each arm sits at its own best of the searched params
+  const bound = new Set<string>([KIND, ...Object.keys(data.search?.space ?? {})]);
   for (const g of groups) if (Object.hasOwn(g, KIND)) for (const p of Object.keys(g)) bound.add(p);
   return bound;
 }

@@ -9,10 +9,12 @@
  * The studies live in SWEEP/search.db (Optuna's RDB storage): a killed search resumes where it was. A trial
  * whose run directory already holds a succeeded result for the same spec is told from it, not re-run.
  */
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PythonProcess } from "../bridge/process.js";
 import type { RunEvent } from "../events.js";
 import { type RunResult, scalarMetrics } from "../result.js";
+import { writeFileAtomic } from "../run-dir.js";
 import type { SpecInput } from "../spec/index.js";
 import type { Trial } from "./expand.js";
 import type { Lane, TrialOutcome } from "./lanes.js";
@@ -21,6 +23,8 @@ import { clearTrialDir, reusableResult, trialDir } from "./store.js";
 import type { TrialRow } from "./sweep.js";
 
 export const SEARCH_DB = "search.db";
+/** The search's results as JSON beside the database (what the report reads). */
+export const SEARCH_JSON = "search.json";
 
 export type SearchTrialState = "complete" | "pruned" | "fail" | "running" | "waiting";
 
@@ -261,6 +265,8 @@ export interface Confirmation {
 export interface SearchResults {
   objective: string;
   direction: "minimize" | "maximize";
+  /** The searched space (each param's range or choices). */
+  space: SearchBlock["space"];
   studies: StudyResult[];
   confirmations: Confirmation[];
 }
@@ -285,5 +291,33 @@ export function summarizeConfirmations(
         : Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1));
     return [{ study: st.name, params: st.best.params, rows, mean, std }];
   });
-  return { objective: block.objective, direction: block.direction, studies, confirmations };
+  return {
+    objective: block.objective,
+    direction: block.direction,
+    space: block.space,
+    studies,
+    confirmations,
+  };
+}
+
+/** DIR/search.json, written whole (temp file + rename): a killed sweep never leaves half of it. */
+export function saveSearchResults(dir: string, results: SearchResults): void {
+  writeFileAtomic(join(dir, SEARCH_JSON), `${JSON.stringify(results, null, 1)}\n`);
+}
+
+/** DIR/search.json, or null when the sweep holds no search; a file that is not JSON is an error naming it. */
+export async function readSearchResults(dir: string): Promise<SearchResults | null> {
+  const path = join(dir, SEARCH_JSON);
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+  try {
+    return JSON.parse(text) as SearchResults;
+  } catch (e) {
+    throw new Error(`${path} is not valid JSON (${(e as Error).message}); delete it and run the sweep again`);
+  }
 }

@@ -33,6 +33,7 @@ import {
   type SearchResults,
   type StudyContext,
   type StudyResult,
+  saveSearchResults,
   summarizeConfirmations,
 } from "./search.js";
 import { planSearch, probeTrials, type SearchBlockInput, type SearchPlan, trialFor } from "./search-block.js";
@@ -286,6 +287,7 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
       const mode: Mode = this.options.mode ?? "warm";
       const ledger = new Ledger(this.dir, this.trials as Trial[], base, this.options, mode, this.plan?.block);
       const search = this.plan ? await this.executeSearch(base, this.plan, mode, ledger) : undefined;
+      if (search) saveSearchResults(this.dir, search);
       if (!this.plan) await this.executeGrid(mode, ledger);
       for (const t of this.trials) if (!ledger.rows.has(t.id)) ledger.record(t, "not_run", null, false, null);
       await ledger.save();

@@ -137,7 +137,13 @@ class Search:
         for k, v in (req.get("attrs") or {}).items():
             trial.set_user_attr(k, v)
         state = STATES[req["state"]]
-        study.tell(trial, req.get("value") if state == TrialState.COMPLETE else None, state=state)
+        try:
+            study.tell(trial, req.get("value") if state == TrialState.COMPLETE else None, state=state)
+        except RuntimeError as e:
+            # GridSampler.after_trial calls study.stop() once its grid is used up, which only works inside
+            # optimize(); Optuna stores the trial's state before that (a `finally`), so the tell stands
+            if "Study.stop" not in str(e):
+                raise
         return {"done": _done(study)}
 
     def trials(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 from oplora.run.search import Search
 from optuna.trial import TrialState
 
@@ -55,3 +56,18 @@ def test_reopen_requeues_interrupted_trials_and_does_not_count_them(tmp_path):
     rows = second.trials({"study": "arm"})["trials"]
     assert [r["state"] for r in rows] == ["complete", "fail", "running"]
     assert rows[2]["attrs"]["requeued_from"] == lost["number"]
+
+
+def test_grid_sampler_tells_the_last_grid_point(tmp_path):
+    """GridSampler stops the study once its grid is used up: that must not fail the last tell."""
+    db = str(tmp_path / "search.db")
+    s = Search()
+    _open(
+        s, db, sampler="grid", space={"optimizer.lr": {"low": 1e-3, "high": 1e-1, "log": True, "points": 3}}
+    )
+    for value in (0.3, 0.2, 0.1):
+        t = s.ask({"study": "arm"})
+        s.tell({"study": "arm", "number": t["number"], "state": "complete", "value": value, "attrs": {}})
+    study = optuna.load_study(study_name="arm", storage=f"sqlite:///{db}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert sorted(t.params["optimizer.lr"] for t in study.trials) == pytest.approx([1e-3, 1e-2, 1e-1])
