@@ -23,6 +23,7 @@ const benches = [
   { name: "bridge", cmd: tsx, file: "bench/bridge.ts" },
   { name: "sweep", cmd: tsx, file: "bench/sweep.ts" },
   { name: "sweep_ray", cmd: tsx, file: "bench/sweep_ray.ts" },
+  { name: "search", cmd: tsx, file: "bench/search.ts" },
   { name: "text_to_image", cmd: python, file: "bench/text_to_image.py" },
   { name: "llava", cmd: python, file: "bench/llava.py" },
 ];

@@ -126,6 +126,37 @@ describe("sweep on a Ray cluster", () => {
     expect(again.rows.filter((r) => r.reused).length).toBe(first.counts.succeeded);
   }, 300_000);
 
+  it("a search (two arms x 5 trials, median pruner) gives studies of the same size as on the local backend", async () => {
+    const search = {
+      space: { "optimizer.lr": { low: 1e-3, high: 1, log: true } },
+      trials: 5,
+      sampler: "tpe" as const,
+      pruner: "median" as const,
+      objective: "final_loss",
+      startupTrials: 2,
+      confirmSeeds: [1],
+      seed: 0,
+    };
+    const axes = { "adapter.kind": ["lora", "op-lora"] } as const;
+    const backend = { kind: "ray" as const, address: cluster.address };
+    const ray = await sweep(BASE, { axes, outDir: tmp("search-ray"), backend, search });
+    const local = await sweep(BASE, { axes, outDir: tmp("search-local"), concurrency: 2, search });
+    for (const r of [ray, local]) {
+      const studies = r.search?.studies ?? [];
+      expect(studies.map((s) => s.name).sort()).toEqual(["adapter.kind=lora", "adapter.kind=op-lora"]);
+      for (const s of studies) {
+        expect(s.trials).toHaveLength(5);
+        for (const t of s.trials) expect(["complete", "pruned"]).toContain(t.state);
+        expect(s.best?.objective).toBeLessThan(1);
+      }
+      expect(r.search?.confirmations).toHaveLength(2);
+    }
+    // the Ray trials really ran on the cluster (each run dir carries the node it ran on)
+    const ran = ray.rows.filter((r) => r.status === "succeeded");
+    expect(ran.length).toBeGreaterThan(0);
+    for (const r of ran) expect(nodeOf(r.runDir)).toMatch(/\w+/);
+  }, 300_000);
+
   it("refuses a trial asking for more GPUs than any node has, before anything is submitted", async () => {
     const outDir = tmp("gpu");
     const p = sweep(
