@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 from oplora.training.export import save_peft_dir
-from oplora.training.loop import build_accelerator, build_lr_scheduler, build_optimizer, peak_memory_bytes
+from oplora.training.loop import (
+    build_accelerator,
+    build_lr_scheduler,
+    build_optimizer,
+    optimizer_kernel,
+    peak_memory_bytes,
+)
 from oplora.training.state import latest_checkpoint, load_checkpoint, save_checkpoint
 from torch import nn
 
@@ -26,6 +32,41 @@ def test_build_optimizer_names():
     assert isinstance(build_optimizer(_trainable(m), {"name": "adam", "lr": 1e-3}), torch.optim.Adam)
     sgd = build_optimizer(_trainable(m), {"name": "momentum", "lr": 0.1, "momentum": 0.5})
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.5
+
+
+def _steps(m: nn.Module, opt: torch.optim.Optimizer, n: int = 8) -> None:
+    for s in range(n):
+        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(s))
+        opt.zero_grad()
+        m(x).pow(2).mean().backward()
+        opt.step()
+
+
+def test_build_optimizer_fused_equals_plain_loop():
+    """Adam/AdamW get torch's fused kernel on the CPU, SGD its foreach kernel; after 8 steps the params
+    equal torch's plain per-parameter implementation (foreach=False, fused=False)."""
+    plain = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "momentum": torch.optim.SGD}
+    for name, cls in plain.items():
+        opt = {"name": name, "lr": 1e-2, "weight_decay": 0.1, "momentum": 0.9}
+        m1, m2 = _model(), _model()
+        groups = [{"params": _trainable(m1)[:1]}, {"params": _trainable(m1)[1:], "lr": 3e-2}]
+        o1 = build_optimizer(groups, opt)
+        kernel = "fused" if name != "momentum" else "foreach"
+        assert all(g[kernel] is True for g in o1.param_groups), (name, o1.param_groups[0])
+        kw = {"momentum": 0.9} if name == "momentum" else {}
+        groups2 = [{"params": _trainable(m2)[:1]}, {"params": _trainable(m2)[1:], "lr": 3e-2}]
+        o2 = cls(groups2, lr=1e-2, weight_decay=0.1, foreach=False, fused=False, **kw)
+        _steps(m1, o1)
+        _steps(m2, o2)
+        moved = [not torch.equal(a, b) for a, b in zip(m1.parameters(), _model().parameters(), strict=True)]
+        assert sum(moved) == 3, name  # the frozen weight stays, the others trained
+        for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_kernel_falls_back_to_foreach():
+    assert optimizer_kernel([nn.Parameter(torch.zeros(2))]) == {"fused": True}
+    assert optimizer_kernel([nn.Parameter(torch.zeros(2, device="meta"))]) == {"foreach": True}
 
 
 def test_scheduler_warmup_then_schedule():

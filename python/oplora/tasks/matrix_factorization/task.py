@@ -234,7 +234,7 @@ def _fit(
     set_seed(int(spec["seed"]))
     peft_model, module, params = build_model(int(m["rows"]), int(m["cols"]), adapter)
     module.to(device)
-    optimizer = build_optimizer(params, spec["optimizer"], multi_tensor=True)
+    optimizer = build_optimizer(params, spec["optimizer"])
     delta_fn = delta_weight_fn(peft_model, module)
 
     # losses[t]: the loss after t steps, kept on the device (no host sync per step)
