@@ -49,3 +49,18 @@ def test_input_is_not_mutated():
     raw = {"task": "matrix_factorization"}
     validate_spec(raw)
     assert raw == {"task": "matrix_factorization"}
+
+
+@pytest.mark.parametrize("task", ["matrix_factorization", "text_to_image", "llava"])
+@pytest.mark.parametrize("kind", ["lora", "op-lora"])
+def test_use_rslora_defaults_false_and_must_be_a_boolean(task, kind):
+    extra = {
+        "text_to_image": {"model": {"pretrained": "x"}, "data": {"folder": "d"}},
+        "llava": {"model": {"pretrained": "x"}, "data": {"train_json": "t.json", "image_folder": "i"}},
+    }.get(task, {})
+    spec = {"task": task, "adapter": {"kind": kind, "r": 4}, **extra}
+    assert validate_spec(spec)["adapter"]["use_rslora"] is False
+    assert validate_spec({**spec, "adapter": {"kind": kind, "use_rslora": True}})["adapter"]["use_rslora"]
+    with pytest.raises(SpecError) as e:
+        validate_spec({**spec, "adapter": {"kind": kind, "use_rslora": "yes"}})
+    assert any(p.startswith("adapter.use_rslora:") for p in e.value.problems), e.value.problems
