@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -134,15 +135,27 @@ def optimizer_step(
     micro_losses: Iterable[Callable[[], torch.Tensor]],
 ) -> float:
     """One optimizer step over gradient-accumulation micro-batches, the accelerate way: each callable
-    computes one micro-batch's loss; gradients sync, clip and step on the last. Returns the mean loss."""
+    computes one micro-batch's loss; gradients sync, clip and step on the last. Returns the mean loss.
+
+    OP-LoRA (`module` unwraps to an `OPLoRAModel`): A and B are generated once for the step, every
+    micro-batch's backward accumulates into them, and the generator's backward runs once, before clipping
+    (`OPLoRAModel.generation_per_step`), instead of a generator forward and backward per micro-batch.
+    """
+    from ..bind import OPLoRAModel
+
+    op = accelerator.unwrap_model(module)
+    per_step = op.generation_per_step() if isinstance(op, OPLoRAModel) else contextlib.nullcontext()
     losses: list[float] = []
-    for loss_fn in micro_losses:
-        with accelerator.accumulate(module):
-            loss = loss_fn()
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(params, max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+    with per_step as factors:
+        for loss_fn in micro_losses:
+            with accelerator.accumulate(module):
+                loss = loss_fn()
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    if factors is not None:
+                        factors.backward()
+                    accelerator.clip_grad_norm_(params, max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
     return sum(losses) / len(losses)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import pytest
 import torch
 from oplora.training.export import save_peft_dir
 from oplora.training.loop import (
@@ -153,3 +156,84 @@ def test_save_peft_dir_injected_adapter(tmp_path):
     keys = set(load_file(str(tmp_path / "a" / "adapter_model.safetensors")))
     assert keys == {"0.lora_A.weight", "0.lora_B.weight", "1.lora_A.weight", "1.lora_B.weight"}
     assert (tmp_path / "a" / "adapter_config.json").exists()
+
+
+# --- optimizer_step: OP-LoRA's factors generated once per optimizer step ----------------------------------
+
+
+def _accumulation_grads(op, micro_losses, per_step: bool) -> tuple[list[torch.Tensor], int]:
+    """(generator grads just before the optimizer step, generator forwards) over 4 micro-batches: through
+    `optimizer_step` (one generation per step) or a plain loop regenerating per micro-batch."""
+    from oplora.training.loop import optimizer_step
+
+    params = list(op.generator.parameters())
+    calls = [0]
+    hook = op.generator.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    captured: list[list[torch.Tensor]] = []
+    opt = build_optimizer(params, {"name": "sgd", "lr": 0.0})
+    opt.register_step_pre_hook(lambda *_: captured.append([p.grad.clone() for p in params]))
+    op.train()
+    if per_step:
+        acc = build_accelerator(
+            {"gradient_accumulation_steps": 4, "mixed_precision": "no"}, torch.device("cpu")
+        )
+        optimizer_step(acc, op, acc.prepare(opt), params, 1e9, micro_losses)
+    else:
+        for loss_fn in micro_losses:
+            (loss_fn() / 4).backward()
+        opt.step()
+    hook.remove()
+    opt.zero_grad(set_to_none=True)
+    assert len(captured) == 1
+    return captured[0], calls[0]
+
+
+def _perturbed(op):
+    with torch.no_grad():
+        for p in op.generator.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # non-zero B heads
+    return op
+
+
+@pytest.mark.parametrize("variant", ["fp32", "bf16-autocast", "checkpointing"])
+def test_optimizer_step_generates_once_with_per_micro_batch_gradients(make_tiny_peft, variant) -> None:
+    from oplora.bind import attach
+    from oplora.config import OPLoRAConfig
+
+    torch.manual_seed(0)
+    op = _perturbed(attach(make_tiny_peft(), OPLoRAConfig(embedding_dim=16, hidden_dim=8)))
+    op.base.base_model.model.checkpoint = variant == "checkpointing"
+    xs = torch.randn(4, 2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+
+    def micro(i: int):
+        def loss() -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16-autocast"):
+                return (op(xs[i]) - 1).pow(2).mean()
+
+        return loss
+
+    want, n_want = _accumulation_grads(op, [micro(i) for i in range(4)], per_step=False)
+    got, n_got = _accumulation_grads(op, [micro(i) for i in range(4)], per_step=True)
+    assert (n_want, n_got) == (4, 1)
+    assert all(w.abs().max() > 0 for w in want)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6 * float(w.abs().max()))
+
+
+def test_optimizer_step_generates_once_llama_gradient_checkpointing(make_tiny_llama) -> None:
+    from oplora.bind import attach
+    from oplora.config import OPLoRAConfig
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        make_tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    op = _perturbed(attach(model, OPLoRAConfig(embedding_dim=16, hidden_dim=8)))
+    ids = torch.randint(0, 100, (4, 2, 12), generator=torch.Generator().manual_seed(2))
+    micro = [functools.partial(lambda i: op(input_ids=ids[i], labels=ids[i]).loss, i) for i in range(4)]
+    want, n_want = _accumulation_grads(op, micro, per_step=False)
+    got, n_got = _accumulation_grads(op, micro, per_step=True)
+    assert (n_want, n_got) == (4, 1)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6 * float(w.abs().max()))
