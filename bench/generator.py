@@ -31,6 +31,8 @@ from oplora.bind import attach
 from oplora.config import OPLoRAConfig, resolve_formulation
 from oplora.generator import CPU_CHUNK_BYTES, FactorGenerator, default_chunk_bytes
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # tiny_models.py
+
 SDXL_SET = [(640, 640, 60), (2048, 640, 20), (1280, 1280, 360), (2048, 1280, 120)]  # (d_in, d_out, count)
 
 
@@ -105,17 +107,12 @@ def bench_generator(device: torch.device, reps: int, scale: float) -> dict:
 
 
 def _tiny_llama(device: torch.device, seed: int = 0) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import llama_config
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=2048,
-        max_position_embeddings=256,
+    config = llama_config(
+        hidden=256, intermediate=688, layers=4, heads=4, kv_heads=4, vocab=2048, positions=256
     )
     return LlamaForCausalLM(config).to(device)
 

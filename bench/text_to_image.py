@@ -44,23 +44,24 @@ def _spec(assets: Path, kind: str, lr: float, steps: int) -> dict:
 
 def _trainer(assets: Path, kind: str):
     import torch
+    from oplora.adapter import apply_adapter
     from oplora.run.environment import resolve_device
     from oplora.run.events import EventSink
     from oplora.run.runner import RunContext
     from oplora.run.spec import validate_spec
-    from oplora.tasks.text_to_image.task import _apply_adapter, _Trainer
+    from oplora.tasks.text_to_image.task import Trainer
     from oplora.training.loop import build_optimizer
 
     spec = validate_spec(_spec(assets, kind, 1e-4, 10))
     ctx = RunContext(
         spec=spec, run_dir=Path(tempfile.mkdtemp()), events=EventSink(None), device=resolve_device("cpu")
     )
-    t = _Trainer(spec, ctx)
-    module, params = _apply_adapter(t.denoiser, spec["adapter"])
+    t = Trainer(spec, ctx)
+    module, params = apply_adapter(t.denoiser, spec["adapter"])
     opt = build_optimizer(params, spec["optimizer"])
 
     def step(u: int) -> None:
-        loss = t._micro_step(module, u, 2)
+        loss = t.micro_step(module, u, 2)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

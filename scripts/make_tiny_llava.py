@@ -16,8 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiny_models.py, beside this script
+
 
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
 SHAPES = ("circle", "square", "triangle")
@@ -77,10 +81,10 @@ def build_tokenizer() -> Any:
 def build_model(out: Path, image_size: int = 32, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """Writes OUT/model (model + processor) and returns that folder."""
     import torch
+    from tiny_models import llama_config
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
-        LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
@@ -97,14 +101,13 @@ def build_model(out: Path, image_size: int = 32, hidden: int = 64, layers: int =
         patch_size=patch,
         projection_dim=32,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+    text = llama_config(
+        hidden=hidden,
+        layers=layers,
+        heads=4,
+        kv_heads=2,
+        vocab=len(tokenizer),
+        positions=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

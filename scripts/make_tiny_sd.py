@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiny_models.py, beside this script
+
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle")
@@ -118,22 +122,12 @@ def _scheduler() -> object:
 
 
 def make_sd(out: Path, tok_dir: Path, small: bool = False) -> None:
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline
+    from tiny_models import unet as tiny_unet
     from transformers import CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(64, 128) if small else (32, 64),
-        layers_per_block=1 if not small else 2,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=8,
-        attention_head_dim=8,
-    )
+    unet = tiny_unet(channels=(64, 128) if small else (32, 64), layers_per_block=2 if small else 1)
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=_vae(),
@@ -148,27 +142,20 @@ def make_sd(out: Path, tok_dir: Path, small: bool = False) -> None:
 
 
 def make_sdxl(out: Path, tok_dir: Path) -> None:
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
+    from tiny_models import CROSS_ATTN_FIRST
+    from tiny_models import unet as tiny_unet
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
-        cross_attention_dim=64,
-        norm_num_groups=8,
-    )
+    sdxl = {
+        "use_linear_projection": True,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 8,
+        "transformer_layers_per_block": (1, 1),
+        "projection_class_embeddings_input_dim": 80,  # 6 * 8 time ids + 32 pooled text
+    }
+    unet = tiny_unet(sdxl, blocks=CROSS_ATTN_FIRST, head_dim=(2, 4), cross_attention_dim=64)
     tok = CLIPTokenizer.from_pretrained(str(tok_dir))
     pipe = StableDiffusionXLPipeline(
         unet=unet,

@@ -47,4 +47,13 @@ export {
   WorkerCrashedError,
 } from "./sweep/index.js";
 
+export {
+  type AnswerOptions,
+  AnswerResult,
+  answer,
+  type GenerateOptions,
+  GenerateResult,
+  generate,
+} from "./use.js";
+
 export const VERSION = "0.1.0";

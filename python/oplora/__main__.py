@@ -50,6 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     rdoc = sub.add_parser("ray-doctor", help="a Ray cluster's nodes and their package versions (JSON)")
     rdoc.add_argument("--address", required=True)
     # --- end Ray backend ---
+    gen = sub.add_parser("generate", help="images from a text_to_image run's base pipeline + its LoRA (JSON)")
+    gen.add_argument("run_dir")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--out", required=True, help="PNG to write (base | adapter side by side with --compare)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--steps", type=int, default=None, help="inference steps (default: the run's eval)")
+    gen.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the run's eval)")
+    gen.add_argument("--compare", action="store_true", help="also the base pipeline's image, same seed")
+    ans = sub.add_parser("answer", help="a LLaVA run's answer to a question about an image (JSON)")
+    ans.add_argument("run_dir")
+    ans.add_argument("--image", required=True)
+    ans.add_argument("--question", required=True)
+    ans.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -76,9 +89,30 @@ def main(argv: list[str] | None = None) -> int:
         from .run.worker import serve
 
         return serve()
+    if args.command in ("generate", "answer"):
+        return _use_command(args)
     if args.command in ("ray-driver", "ray-doctor"):
         return _ray_command(args)
     return EXIT_INVALID
+
+
+def _use_command(args: argparse.Namespace) -> int:
+    """`generate` / `answer`: one JSON line on stdout; `oplora: <reason>` and exit 2 for bad input."""
+    from .run.runner import InputError
+    from .use import answer_main, generate_main
+
+    try:
+        if args.command == "generate":
+            out = generate_main(
+                args.run_dir, args.prompt, args.out, args.seed, args.steps, args.guidance, args.compare
+            )
+        else:
+            out = answer_main(args.run_dir, args.image, args.question, args.max_new_tokens)
+    except InputError as e:
+        print(f"oplora: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    print(json.dumps(out))
+    return 0
 
 
 def _ray_command(args: argparse.Namespace) -> int:

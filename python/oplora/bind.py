@@ -326,7 +326,7 @@ def _lora_layer_type() -> type:
     return LoraLayer
 
 
-def _is_reentrant(func: Any) -> bool | None:
+def is_reentrant(func: Any) -> bool | None:
     """True/False when ``func`` (a model's ``_gradient_checkpointing_func``) is known to be (non-)reentrant."""
     checkpoint = torch.utils.checkpoint.checkpoint
     if func is checkpoint:
@@ -336,7 +336,7 @@ def _is_reentrant(func: Any) -> bool | None:
             return func.keywords["use_reentrant"] is not False
         if func.func is checkpoint:
             return True
-        return _is_reentrant(func.func)
+        return is_reentrant(func.func)
     # diffusers' default is a local function that passes use_reentrant=False explicitly.
     if getattr(func, "__qualname__", "").endswith(
         "enable_gradient_checkpointing.<locals>._gradient_checkpointing_func"
@@ -347,7 +347,7 @@ def _is_reentrant(func: Any) -> bool | None:
 
 def _refuse_reentrant_checkpointing(modules: list[nn.Module]) -> None:
     for m in modules:
-        if getattr(m, "gradient_checkpointing", False) and _is_reentrant(
+        if getattr(m, "gradient_checkpointing", False) and is_reentrant(
             getattr(m, "_gradient_checkpointing_func", None)
         ):
             raise ValueError(

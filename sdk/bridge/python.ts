@@ -1,10 +1,11 @@
 /**
- * Which Python interpreter runs oplora: option `python` > env `OPLORA_PYTHON` > `<package root>/.venv/bin/python`
- * (built by `npm install`). Every child gets `<package root>/python` first on PYTHONPATH, so the Python
+ * Which Python interpreter runs oplora: option `python` > env `OPLORA_PYTHON` > `$OPLORA_VENV/bin/python`
+ * (default venv: `<package root>/.venv`)
+ * (built by `npm install` or `npx oplora setup`). Every child gets `<package root>/python` first on PYTHONPATH, so the Python
  * package that runs is the one shipped with this SDK, whatever the interpreter has installed.
  */
 import { accessSync, constants, existsSync, readFileSync } from "node:fs";
-import { delimiter, dirname, join } from "node:path";
+import { delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PythonEnvironmentError } from "../errors.js";
 
@@ -32,15 +33,20 @@ export interface PythonOptions {
   python?: string | undefined;
 }
 
-const SETUP_FIX = "npm run postinstall   (or: node scripts/setup-python.mjs, in the oplora package folder)";
+/** What every "environment missing" error suggests: builds (or rebuilds) the venv with visible progress. */
+export const SETUP_FIX = "npx oplora setup";
+
+/**
+ * Where `npx oplora setup` (scripts/setup-python.mjs, same rule) builds the venv: env OPLORA_VENV (one venv
+ * shared by several projects), else `<package root>/.venv`.
+ */
+export function venvDir(): string {
+  return process.env.OPLORA_VENV ? resolve(process.env.OPLORA_VENV) : join(packageRoot(), ".venv");
+}
 
 /** The interpreter to run; throws PythonEnvironmentError when it does not exist or is not executable. */
 export function resolvePython(options: PythonOptions = {}): string {
-  const venv = join(
-    packageRoot(),
-    ".venv",
-    process.platform === "win32" ? "Scripts/python.exe" : "bin/python",
-  );
+  const venv = join(venvDir(), process.platform === "win32" ? "Scripts/python.exe" : "bin/python");
   const [python, source] = options.python
     ? [options.python, "the `python` option"]
     : process.env.OPLORA_PYTHON
@@ -81,7 +87,7 @@ export function pythonEnv(
 export function notImportable(python: string, stderr: string): PythonEnvironmentError {
   const missing = /No module named '?([\w.]+)'?/.exec(stderr)?.[1];
   const what = missing ? `cannot import '${missing}'` : "cannot import oplora";
-  const fix = python.includes(join(".venv", "bin"))
+  const fix = python.startsWith(venvDir())
     ? SETUP_FIX
     : `${python} -m pip install -e ${packageRoot()}   (installs oplora and its dependencies into that interpreter)`;
   return new PythonEnvironmentError(`${python} ${what}`, python, fix);

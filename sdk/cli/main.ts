@@ -11,8 +11,10 @@ import { planCommand } from "./commands/plan.js";
 import { reportCommand } from "./commands/report.js";
 import { runCommand } from "./commands/run.js";
 import { schemaCommand } from "./commands/schema.js";
+import { setupCommand } from "./commands/setup.js";
 import { studyCommand } from "./commands/study.js";
 import { sweepCommand } from "./commands/sweep.js";
+import { answerCommand, generateCommand } from "./commands/use.js";
 import { validateCommand } from "./commands/validate.js";
 
 export const COMMANDS: Command[] = [
@@ -21,9 +23,12 @@ export const COMMANDS: Command[] = [
   planCommand,
   schemaCommand,
   doctorCommand,
+  setupCommand,
   demoCommand,
   sweepCommand,
   reportCommand,
+  generateCommand,
+  answerCommand,
   studyCommand,
 ];
 

@@ -9,6 +9,7 @@
  */
 import { z } from "zod";
 import { adapterSchema, Device, GeneratorConfig, Optimizer, OptimizerName, Seed } from "./common.js";
+import { ReportTo } from "./training.js";
 
 export const Spectrum = z.enum(["gaussian", "geometric", "power_law"]);
 
@@ -46,6 +47,7 @@ export const MatrixFactorizationSpec = z.strictObject({
     .strictObject({
       steps: z.int().positive().default(2000),
       log_every: z.int().positive().default(10).describe("record loss and effective rank every N steps"),
+      report_to: ReportTo,
     })
     .prefault({}),
   thresholds,

@@ -7,6 +7,17 @@ import { z } from "zod";
 
 export const LrScheduler = z.enum(["constant", "linear", "cosine"]);
 export const MixedPrecision = z.enum(["no", "fp16", "bf16"]);
+/** accelerate's tracker names (diffusers' scripts' `--report_to`); tested: tensorboard, wandb (offline). */
+export const ReportTo = z
+  .array(
+    z.enum(["tensorboard", "wandb", "trackio", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab"]),
+  )
+  .default([])
+  .describe(
+    "experiment trackers fed the run's loss, lr, eval metrics and sample images (accelerate's trackers; " +
+      "one tracker run per run or sweep trial, named after it, with the trial's axes as config). " +
+      "TensorBoard logs go to <run>/tracking/tensorboard/; set WANDB_MODE=offline to keep wandb local",
+  );
 
 export const TrainingConfig = z
   .strictObject({
@@ -34,6 +45,7 @@ export const TrainingConfig = z
       .default(1)
       .describe("data-parallel processes; > 1 re-runs the spec under `accelerate launch`"),
     dataloader_num_workers: z.int().nonnegative().default(0).describe("worker processes per data loader"),
+    report_to: ReportTo,
   })
   .describe("training loop settings");
 

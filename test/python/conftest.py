@@ -13,13 +13,17 @@ Fixtures (all factories take ``seed`` so two calls build identical weights):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # tiny_models.py: shared builders
 
 TINY_NET_TARGETS = ["conv1", "conv2", "q", "k", "v", "o"]
 
@@ -93,20 +97,12 @@ def make_tiny_peft(make_tiny_net: Callable[..., TinyNet]) -> Callable[..., nn.Mo
 
 @pytest.fixture
 def make_tiny_llama() -> Callable[..., nn.Module]:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import llama_config
+    from transformers import LlamaForCausalLM
 
     def make(seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)
-        config = LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=100,
-            max_position_embeddings=64,
-        )
-        return LlamaForCausalLM(config).eval()
+        return LlamaForCausalLM(llama_config()).eval()
 
     return make
 
@@ -118,22 +114,11 @@ def llama_input_ids() -> torch.Tensor:
 
 @pytest.fixture
 def make_tiny_unet() -> Callable[..., nn.Module]:
-    from diffusers import UNet2DConditionModel
+    from tiny_models import CROSS_ATTN_FIRST, unet
 
     def make(seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)
-        return UNet2DConditionModel(
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=8,
-        ).eval()
+        return unet(blocks=CROSS_ATTN_FIRST).eval()
 
     return make
 

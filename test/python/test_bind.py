@@ -166,14 +166,14 @@ def test_refuses_reentrant_checkpointing_at_attach_and_forward(make_tiny_llama, 
 
 
 def test_reentrant_detection() -> None:
-    from oplora.bind import _is_reentrant
+    from oplora.bind import is_reentrant
 
     ckpt = torch.utils.checkpoint.checkpoint
-    assert _is_reentrant(ckpt) is True
-    assert _is_reentrant(functools.partial(ckpt)) is True
-    assert _is_reentrant(functools.partial(ckpt, use_reentrant=True)) is True
-    assert _is_reentrant(functools.partial(ckpt, use_reentrant=False)) is False
-    assert _is_reentrant(lambda *a: a) is None
+    assert is_reentrant(ckpt) is True
+    assert is_reentrant(functools.partial(ckpt)) is True
+    assert is_reentrant(functools.partial(ckpt, use_reentrant=True)) is True
+    assert is_reentrant(functools.partial(ckpt, use_reentrant=False)) is False
+    assert is_reentrant(lambda *a: a) is None
 
 
 def test_refuses_twice_no_lora_and_wrong_types(make_tiny_net, make_tiny_peft) -> None:

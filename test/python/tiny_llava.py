@@ -26,7 +26,9 @@ def _load_script() -> Any:
 
 def build_tiny_llava() -> Path:
     """OUT/model and OUT/data ({train,eval}.json, images/): 16 train and 6 eval records, 32 px images."""
-    digest = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(
+        SCRIPT.read_bytes() + (SCRIPT.parent / "tiny_models.py").read_bytes()
+    ).hexdigest()[:12]
     root = Path(os.environ.get("OPLORA_TEST_CACHE", tempfile.gettempdir())) / f"oplora-tiny-llava-{digest}"
     if (root / "DONE").exists():
         return root

@@ -16,7 +16,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_tiny_sd.py"
 
 
 def build_tiny_sd(small: bool = False) -> Path:
-    digest = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(
+        SCRIPT.read_bytes() + (SCRIPT.parent / "tiny_models.py").read_bytes()
+    ).hexdigest()[:12]
     root = (
         Path(os.environ.get("OPLORA_TEST_CACHE", tempfile.gettempdir()))
         / f"oplora-tiny-sd-{digest}{'-small' if small else ''}"

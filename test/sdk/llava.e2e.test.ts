@@ -8,7 +8,16 @@ import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { closePython, plan, type RunEvent, run, type SpecInput } from "../../sdk/index.js";
+import {
+  answer,
+  closePython,
+  generate,
+  InputError,
+  plan,
+  type RunEvent,
+  run,
+  type SpecInput,
+} from "../../sdk/index.js";
 import { REPO, tempRunDir, VENV_PYTHON } from "./helpers.js";
 
 let root = "";
@@ -73,5 +82,17 @@ describe("llava through the SDK", () => {
     );
     expect(adapterConfig.peft_type).toBe("LORA");
     expect(existsSync(join(outDir, m.predictions_path ?? "missing"))).toBe(true);
+
+    // answer(): the stock PEFT loader on the run's adapter dir gives the final eval's first answer
+    const pred = JSON.parse(
+      readFileSync(join(outDir, m.predictions_path ?? ""), "utf8").split("\n")[0] as string,
+    );
+    const record = JSON.parse(readFileSync(join(root, "data", "eval.json"), "utf8"))[0];
+    const image = join(root, "data", "images", record.image);
+    const a = await answer(outDir, { image, question: pred.question, maxNewTokens: 2 });
+    expect(a.answer).toBe(pred.prediction);
+    await expect(generate(outDir, { prompt: "x", out: join(outDir, "..", "x.png") })).rejects.toThrow(
+      InputError,
+    );
   }, 240_000);
 });

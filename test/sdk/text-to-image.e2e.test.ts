@@ -4,11 +4,11 @@
  * The fresh-process diffusers reload and SDXL are checked in test/python/test_text_to_image.py.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { closePython, type RunEvent, run, type SpecInput } from "../../sdk/index.js";
+import { answer, closePython, generate, type RunEvent, run, type SpecInput } from "../../sdk/index.js";
 import { REPO, tempRunDir, VENV_PYTHON } from "./helpers.js";
 
 let root = "";
@@ -64,5 +64,14 @@ describe("text_to_image through the SDK", () => {
     expect(existsSync(join(outDir, m.diffusers_lora))).toBe(true);
     expect(existsSync(join(outDir, m.adapter_dirs.unet ?? "missing"))).toBe(true);
     expect(result.artifacts.some((a) => a.kind === "image")).toBe(true);
+
+    // generate(): the stock diffusers loader on the run's file; the CLI prints the PNG it wrote
+    const img = join(outDir, "..", "cmp.png");
+    const g = await generate(outDir, { prompt: "a red circle", out: img, seed: 1, compare: true });
+    expect(g).toEqual({ image: img, compare: true, prompt: "a red circle", seed: 1 });
+    expect(readFileSync(img).subarray(1, 4).toString()).toBe("PNG");
+    await expect(answer(outDir, { image: img, question: "what?" })).rejects.toThrow(
+      /a text_to_image run; this needs a llava run/,
+    );
   }, 300_000);
 });

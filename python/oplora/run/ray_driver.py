@@ -68,9 +68,11 @@ class Driver:
             for n in self.ray.nodes()
             if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})
         ]
+        # Hard affinity to the head: a soft one is not always honoured (measured: 1 of 5 hubs landed on the
+        # other node), and a hub on a node that dies takes every trial's events and reply with it.
         here = heads[0] if heads else self.ray.get_runtime_context().get_node_id()
         self.hub = hub_cls.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=not heads)
         ).remote()
         self.nodes = node_summaries(self.ray)
         self.send({"driver": "ready", "pid": os.getpid(), "nodes": self.nodes})

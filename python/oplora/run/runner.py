@@ -29,6 +29,7 @@ from .environment import resolve_device, versions
 from .events import EventSink
 from .rundir import write_json_atomic
 from .spec import SpecError, validate_spec
+from .tracking import Tracking, check_available
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -52,6 +53,12 @@ class RunContext:
     device: Any = None
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     last_step: int | None = None
+    tracking: Any = None  # run.tracking.Tracking when train.report_to names trackers
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self.events.emit(event, **fields)
+        if self.tracking is not None:
+            self.tracking.event(event, fields, self.run_dir)
 
     def path(self, *parts: str) -> Path:
         """A path inside the run directory (parents created)."""
@@ -68,10 +75,10 @@ class RunContext:
 
     def step(self, step: int, total_steps: int, loss: float, **extra: Any) -> None:
         self.last_step = step
-        self.events.emit("step", step=step, total_steps=total_steps, loss=float(loss), **extra)
+        self._emit("step", step=step, total_steps=total_steps, loss=float(loss), **extra)
 
     def eval(self, step: int, metrics: dict[str, Any]) -> None:
-        self.events.emit("eval", step=step, metrics=metrics)
+        self._emit("eval", step=step, metrics=metrics)
 
     def checkpoint(self, step: int, path: Path) -> None:
         self.events.emit("checkpoint", step=step, path=self.rel(path))
@@ -83,7 +90,7 @@ class RunContext:
         if label is not None:
             entry["label"] = label
         self.artifacts.append(entry)
-        self.events.emit("artifact", **entry)
+        self._emit("artifact", **entry)
 
 
 TASK_MODULES = {
@@ -146,6 +153,7 @@ def run_spec(
     (then nothing was created and the reason was printed to stderr)."""
     try:
         spec = validate_spec(raw_spec)
+        check_available(spec.get("train", {}).get("report_to") or [])
         check_run_dir(run_dir, spec, resume)
     except (SpecError, InputError) as e:
         print(f"oplora: {e}", file=sys.stderr)
@@ -187,6 +195,7 @@ def run_spec(
             sink.emit("phase", phase="loading")
             ctx.device = resolve_device(spec.get("device", "auto"))  # imports torch
             result["device"] = str(ctx.device)
+            ctx.tracking = Tracking(spec, run_dir, ctx.device)
             task = importlib.import_module(TASK_MODULES[spec["task"]])
             sink.emit("phase", phase="running", device=result["device"])
             result["metrics"] = task.run(spec, ctx)
@@ -208,6 +217,13 @@ def run_spec(
         finished = time.perf_counter()
         result["timing"] = {"started_at": started_at, "finished_at": _now(), "wall_s": finished - t0}
         write_json_atomic(run_dir / "result.json", result)
+        if ctx.tracking is not None:
+            try:
+                ctx.tracking.finish(result["metrics"], ctx.last_step)
+            except Exception as e:  # a tracker's own failure must not change the run's outcome
+                print(
+                    f"oplora: warning: closing the trackers failed: {type(e).__name__}: {e}", file=sys.stderr
+                )
         if result["status"] == "succeeded":
             sink.emit("completed", result=result)
         elif result["status"] == "cancelled":

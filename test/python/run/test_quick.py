@@ -32,17 +32,9 @@ def test_list_target_modules_mf() -> None:
 
 
 def test_list_target_modules_transformers(tmp_path: Path) -> None:
-    import transformers
+    from tiny_models import llama_config
 
-    cfg = transformers.LlamaConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocab_size=64,
-    )
-    cfg.save_pretrained(tmp_path)
+    llama_config(hidden=16, heads=2, kv_heads=2, vocab=64).save_pretrained(tmp_path)
     out = call(quick.list_target_modules, model=str(tmp_path))
     assert out["ok"], out
     assert out["value"]["suffixes"]["q_proj"] == 2
@@ -52,21 +44,11 @@ def test_list_target_modules_transformers(tmp_path: Path) -> None:
 
 
 def test_list_target_modules_diffusers_pipeline(tmp_path: Path) -> None:
-    import diffusers
+    from tiny_models import unet
 
-    unet = diffusers.UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=8,
-        attention_head_dim=2,
-        norm_num_groups=4,
+    unet(channels=(8, 16), sample_size=8, cross_attention_dim=8, head_dim=2, groups=4).save_config(
+        tmp_path / "unet"
     )
-    unet.save_config(tmp_path / "unet")
     (tmp_path / "model_index.json").write_text(
         json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]})
     )

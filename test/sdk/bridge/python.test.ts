@@ -1,8 +1,9 @@
 import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
+import { execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
-import { notImportable, packageRoot, pythonEnv, resolvePython } from "../../../sdk/bridge/python.js";
+import { notImportable, packageRoot, pythonEnv, resolvePython, venvDir } from "../../../sdk/bridge/python.js";
 import { PythonEnvironmentError } from "../../../sdk/errors.js";
 import { FAKE_PYTHON, REPO } from "../helpers.js";
 
@@ -45,6 +46,54 @@ describe("resolvePython", () => {
     expect(err.message).toContain("env OPLORA_PYTHON");
     expect(() => resolvePython({ python: "/nowhere/python" })).toThrow(/the `python` option/);
   });
+
+  it("OPLORA_VENV moves the venv; a missing one says to run npx oplora setup", () => {
+    delete process.env.OPLORA_PYTHON;
+    const shared = join(mkdtempSync(join(tmpdir(), "oplora-venv-")), "venv");
+    process.env.OPLORA_VENV = shared;
+    try {
+      expect(venvDir()).toBe(shared);
+      const err = (() => {
+        try {
+          resolvePython();
+        } catch (e) {
+          return e;
+        }
+      })() as PythonEnvironmentError;
+      expect(err).toBeInstanceOf(PythonEnvironmentError);
+      expect(err.python).toBe(join(shared, "bin", "python"));
+      expect(err.fix).toBe("npx oplora setup");
+      expect(notImportable(join(shared, "bin", "python"), "No module named 'peft'").fix).toBe(
+        "npx oplora setup",
+      );
+    } finally {
+      delete process.env.OPLORA_VENV;
+    }
+    expect(venvDir()).toBe(join(REPO, ".venv"));
+  });
+});
+
+describe("oplora setup", () => {
+  const cli = (args: string[], env: Record<string, string>) =>
+    execa("node", ["--import", "tsx", join(REPO, "sdk", "cli", "main.ts"), "setup", ...args], {
+      reject: false,
+      env: { ...env, npm_lifecycle_event: undefined },
+      all: true,
+    });
+
+  it("with OPLORA_PYTHON builds nothing and checks that interpreter, visibly", async () => {
+    const r = await cli([], { OPLORA_PYTHON: join(REPO, ".venv", "bin", "python") });
+    expect(r.exitCode, r.all).toBe(0);
+    expect(r.all).toMatch(/OPLORA_PYTHON=.*: using it, not building a venv/);
+    expect(r.all).not.toMatch(/warning/);
+  }, 60_000);
+
+  it("on an up-to-date venv returns at once, naming where it lives", async () => {
+    const r = await cli([], { OPLORA_VENV: join(REPO, ".venv") });
+    expect(r.exitCode, r.all).toBe(0);
+    expect(r.all).toContain(`oplora setup: environment at ${join(REPO, ".venv")}`);
+    expect(r.all).toMatch(/is up to date|done:/);
+  }, 600_000);
 });
 
 describe("pythonEnv / notImportable", () => {

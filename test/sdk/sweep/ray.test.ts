@@ -3,7 +3,7 @@
  * one CPU per node, separate temp dirs, torn down by process group). The node-kill test runs last: it
  * leaves the cluster with one node.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -192,6 +192,67 @@ describe("sweep on a Ray cluster", () => {
     expect(manifest?.trials.map((t) => t.status)).toEqual(["succeeded", "succeeded"]);
     for (const t of manifest?.trials ?? []) expect(nodeOf(join(outDir, t.dir))).toMatch(/^[0-9a-f]+$/);
   }, 180_000);
+
+  it("sharedStore: a trial whose worker dies is retried by Ray and resumes from its last checkpoint", async () => {
+    const assets = mkdtempSync(join(tmpdir(), "oplora-ray-llava-"));
+    const built = spawnSync(
+      VENV_PYTHON,
+      [join(REPO, "scripts", "make_tiny_llava.py"), assets, "--train", "8"],
+      {
+        encoding: "utf8",
+        env: { ...process.env, OMP_NUM_THREADS: "1" },
+      },
+    );
+    expect(built.status, built.stderr).toBe(0);
+    const spec: SpecInput = {
+      task: "llava",
+      device: "cpu",
+      model: { pretrained: join(assets, "model") },
+      adapter: { kind: "op-lora", r: 4, generator: { embedding_dim: 16, hidden_dim: 8 } },
+      data: {
+        train_json: join(assets, "data", "train.json"),
+        image_folder: join(assets, "data", "images"),
+        max_length: 64,
+      },
+      optimizer: { lr: 3e-3 },
+      // long enough that the first checkpoint's event reaches Node (polled through the hub) well before the
+      // trial ends, even on a loaded machine: killing an idle Ray worker retries nothing
+      train: { steps: 40, batch_size: 2, checkpoint_every: 2 },
+    };
+    const outDir = tmp("shared");
+    const handle = sweep(spec, {
+      outDir,
+      backend: { kind: "ray", address: cluster.address, sharedStore: true, maxRetries: 2 },
+      env: { OMP_NUM_THREADS: "1" },
+    });
+    let killed = false;
+    for await (const ev of handle) {
+      if (!killed && ev.type === "trial_progress" && ev.event.type === "checkpoint" && ev.event.step <= 20) {
+        const pid = startedPids(handle.events).get(ev.trial.id);
+        if (pid !== undefined) {
+          process.kill(pid, "SIGKILL"); // the Ray worker running the trial: Ray retries the task
+          killed = true;
+        }
+      }
+    }
+    const results = await handle;
+    expect(killed).toBe(true);
+    expect(results.counts.succeeded).toBe(1);
+    const runDir = results.rows[0]?.runDir as string;
+    const events = readFileSync(join(runDir, "events.ndjson"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { type: string; step?: number });
+    const starts = events.flatMap((e, i) => (e.type === "started" ? [i] : []));
+    expect(starts.length).toBe(2); // the first attempt and the retry, in the same (shared) run directory
+    const firstCheckpoint = events.find((e) => e.type === "checkpoint")?.step as number;
+    const resumedSteps = events
+      .slice(starts[1])
+      .filter((e) => e.type === "step")
+      .map((e) => e.step as number);
+    expect(resumedSteps[0]).toBeGreaterThan(firstCheckpoint); // picked up after a checkpoint, not from step 1
+    expect(resumedSteps.at(-1)).toBe(40);
+  }, 240_000);
 
   it("a node dying mid-sweep: its trials are retried elsewhere, every trial succeeds once", async () => {
     const outDir = tmp("kill");

@@ -13,10 +13,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import torch
 from torch import nn
 
 from .data import DataError
 
+#: spec.model.dtype -> torch dtype.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PROJECTOR = "multi_modal_projector"
 
 

@@ -20,11 +20,9 @@ import torch
 from ...adapter import lora_parameters
 from ...run.runner import InputError, RunContext
 from .data import DataError, Encoder, Record, dataset_records, load_records
-from .model import PROJECTOR, base_parameter_count, llava_config, lora_layer_shapes
+from .model import DTYPES, PROJECTOR, base_parameter_count, llava_config, lora_layer_shapes
 
 __all__ = ["run", "lora_layer_shapes", "base_parameter_count", "base_dtype_bytes"]
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _records(data: dict[str, Any]) -> tuple[list[Record], list[Record]]:
@@ -70,7 +68,7 @@ def check_inputs(spec: dict[str, Any]) -> tuple[Any, Encoder, list[Record], list
 
 def base_dtype_bytes(spec: dict[str, Any]) -> int:
     """Bytes per frozen base weight (plan.py's optional hook)."""
-    return _DTYPES[spec["model"]["dtype"]].itemsize
+    return DTYPES[spec["model"]["dtype"]].itemsize
 
 
 def check_memory(spec: dict[str, Any], plan: dict[str, Any]) -> None:
@@ -102,7 +100,7 @@ def build_model(spec: dict[str, Any], device: torch.device) -> tuple[Any, Any, l
 
     m = spec["model"]
     model = LlavaForConditionalGeneration.from_pretrained(
-        m["pretrained"], revision=m.get("revision"), dtype=_DTYPES[m["dtype"]]
+        m["pretrained"], revision=m.get("revision"), dtype=DTYPES[m["dtype"]]
     ).to(device)
     model.requires_grad_(False)
     a, train = spec["adapter"], spec["train"]
@@ -261,7 +259,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     set_seed(spec["seed"])
     accelerator = build_accelerator(train, ctx.device, ctx.run_dir)
     device = accelerator.device
-    dtype = _DTYPES[spec["model"]["dtype"]]
+    dtype = DTYPES[spec["model"]["dtype"]]
     reset_peak_memory(device)
     module, groups, targets, optimizer, scheduler, state = _build_and_resume(spec, ctx, device)
     step, losses, tokens = state

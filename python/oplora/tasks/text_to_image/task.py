@@ -132,7 +132,7 @@ def _loss(
     return (loss * w).mean()
 
 
-class _Trainer:
+class Trainer:
     """One run's state: pipeline, data, module, optimizer, accelerator. Methods are the loop's steps."""
 
     def __init__(self, spec: dict[str, Any], ctx: RunContext) -> None:
@@ -226,9 +226,7 @@ class _Trainer:
         t0 = time.perf_counter()
         module.train()
         for step in range(start + 1, total + 1):
-            micro = (
-                functools.partial(self._micro_step, module, (step - 1) * gas + m, bs) for m in range(gas)
-            )
+            micro = (functools.partial(self.micro_step, module, (step - 1) * gas + m, bs) for m in range(gas))
             mean_loss = optimizer_step(acc, module, optimizer, params, tr["max_grad_norm"], micro)
             scheduler.step()
             loss_value = float(acc.gather(torch.tensor(mean_loss, device=acc.device)).mean())
@@ -277,7 +275,7 @@ class _Trainer:
         metrics["peak_memory_bytes"] = max(peak, peak_memory_bytes(acc.device))
         return metrics
 
-    def _micro_step(self, module: nn.Module, u: int, bs: int) -> torch.Tensor:
+    def micro_step(self, module: nn.Module, u: int, bs: int) -> torch.Tensor:
         from .data import seeded_generator
         from .pipeline import time_ids, tokenize
 
@@ -339,7 +337,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     if relaunched is not None:
         return relaunched
     t0 = time.perf_counter()
-    trainer = _Trainer(spec, ctx)
+    trainer = Trainer(spec, ctx)
     metrics = trainer.run()
     metrics["wall_s"] = time.perf_counter() - t0
     return metrics

@@ -185,3 +185,38 @@ def test_two_cpu_processes_train_and_export(tiny_llava, tmp_path):
     assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").exists()
     events = [json.loads(line) for line in (tmp_path / "ddp" / "events.ndjson").read_text().splitlines()]
     assert [e["step"] for e in events if e["type"] == "step"] == [1, 2]
+
+
+def test_answer_loads_the_adapter_the_stock_way_and_matches_the_eval(tiny_llava, op_run, tmp_path):
+    """`python -m oplora answer` (fresh process, PeftModel.from_pretrained) gives the final eval's answer."""
+    _, out, _ = op_run
+    pred = json.loads((out / "predictions" / "step-000004.jsonl").read_text().splitlines()[0])
+    record = json.loads((tiny_llava / "data" / "eval.json").read_text())[0]
+    image = tiny_llava / "data" / "images" / record["image"]
+
+    def answer(run, img=image):
+        cmd = [
+            "answer",
+            str(run),
+            "--image",
+            str(img),
+            "--question",
+            pred["question"],
+            "--max-new-tokens",
+            "3",
+        ]
+        return subprocess.run(
+            [sys.executable, "-m", "oplora", *cmd], capture_output=True, text=True, timeout=300
+        )
+
+    p = answer(out)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1])["answer"] == pred["prediction"]
+    # refused before any model loads: a missing image, a run whose adapter files are gone
+    p = answer(out, tmp_path / "nope.png")
+    assert p.returncode == 2 and f"--image: {tmp_path / 'nope.png'} does not exist" in p.stderr
+    bare = tmp_path / "bare"
+    shutil.copytree(out, bare, ignore=shutil.ignore_patterns("adapter_model.safetensors"))
+    p = answer(bare)
+    assert p.returncode == 2 and "adapter_model.safetensors: missing" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr

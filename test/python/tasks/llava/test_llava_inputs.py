@@ -77,11 +77,9 @@ def test_the_run_refuses_a_missing_image_before_training(tiny_llava, tmp_path):
 
 
 def test_a_model_that_is_not_llava_is_refused(tiny_llava, tmp_path):
-    from transformers import LlamaConfig
+    from tiny_models import llama_config
 
-    LlamaConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
-    ).save_pretrained(tmp_path / "llama")
+    llama_config(layers=1, heads=2, kv_heads=2).save_pretrained(tmp_path / "llama")
     spec = llava_spec(tiny_llava, model={"pretrained": str(tmp_path / "llama")})
     msg = _refused(spec, tmp_path / "run")
     assert msg.startswith("model.pretrained:") and "is not a LLaVA model" in msg and "'llama'" in msg

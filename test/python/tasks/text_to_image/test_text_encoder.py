@@ -53,12 +53,12 @@ def initial_text_encoder_lora(spec: dict, run_dir) -> dict[str, dict[str, torch.
     from oplora.collapse import collapse
     from oplora.run.events import EventSink
     from oplora.run.runner import RunContext
-    from oplora.tasks.text_to_image.task import _Trainer
+    from oplora.tasks.text_to_image.task import Trainer
     from peft.utils import get_peft_model_state_dict
 
     spec = validate_spec(spec)
     ctx = RunContext(spec=spec, run_dir=run_dir, events=EventSink(None), device=torch.device("cpu"))
-    trainer = _Trainer(spec, ctx)
+    trainer = Trainer(spec, ctx)
     op, _ = apply_adapter(trainer.denoiser, spec["adapter"])
     collapse(op)
     return {

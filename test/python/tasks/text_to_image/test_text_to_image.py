@@ -59,6 +59,7 @@ def runs(assets, tmp_path_factory) -> dict:
                 "cmmd_num_images": 2,
                 "clip_model": str(assets / "clip"),
             }
+            extra["train"] = {"report_to": ["tensorboard"]}  # the tracker test reads its event files
         if (model, kind) == ("sdxl", "op-lora"):  # rsLoRA: the stock reload below must scale alpha / sqrt(r)
             extra["adapter"] = {"use_rslora": True}
         spec = make_spec(assets, model, kind, **extra)
@@ -250,3 +251,67 @@ def test_unknown_target_module(assets, tmp_path):
     spec = make_spec(assets)
     spec["adapter"]["target_modules"] = ["no_such_proj"]
     assert_refused(spec, tmp_path, "adapter.target_modules", "no_such_proj")
+
+
+def _generate(run_dir, out, *extra):
+    cmd = [sys.executable, "-m", "oplora", "generate", str(run_dir), "--prompt", PROMPT, "--out", str(out)]
+    return subprocess.run([*cmd, "--seed", "3", *extra], capture_output=True, text=True, timeout=600)
+
+
+def test_generate_uses_the_stock_diffusers_loader_and_compares_with_the_base(runs, tmp_path):
+    """`python -m oplora generate --compare`: base | adapter side by side; the adapter half is the final
+    evaluation's image (same prompt, seed, steps), the base half is not."""
+    from PIL import Image
+
+    spec, run_dir, _ = runs[("sdxl", "op-lora")]
+    out = tmp_path / "img" / "cmp.png"
+    p = _generate(run_dir, out, "--compare")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1])["image"] == str(out.resolve())
+    img = np.asarray(Image.open(out), dtype=np.float32) / 255
+    assert img.shape == (32, 64, 3)
+    trained = np.load(run_dir / "samples" / "final" / "images.npy")[0]
+    base, tuned = img[:, :32], img[:, 32:]
+    assert np.abs(tuned - trained).max() <= 1 / 255 + 1e-6  # PNG rounding only
+    assert np.abs(base - trained).max() > 1e-2
+    assert list(tmp_path.joinpath("img").iterdir()) == [out]  # no temp file left
+
+
+def test_generate_refuses_wrong_runs_and_outputs(runs, tmp_path):
+    spec, run_dir, _ = runs[("sd", "lora")]
+    mf = tmp_path / "mf"
+    mf.mkdir()
+    (mf / "spec.json").write_text(json.dumps({"task": "matrix_factorization", "device": "cpu"}))
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("diffusers_lora"))
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (mf, tmp_path / "a.png", "a matrix_factorization run; this needs a text_to_image run"),
+        (bare, tmp_path / "a.png", "pytorch_lora_weights.safetensors: missing"),
+        (tmp_path / "nowhere", tmp_path / "a.png", "not a run directory (no spec.json)"),
+        (run_dir, tmp_path / "a.jpg", "must end in .png"),
+        (run_dir, tmp_path / "file" / "a.png", f"--out: {tmp_path / 'file'} is a file, not a folder"),
+    ]
+    for run, out, message in cases:
+        p = _generate(run, out)
+        assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, (run, p.stderr)
+        assert not out.exists()
+
+
+def test_tensorboard_gets_loss_lr_cmmd_and_the_sample_images(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, result = runs[("sd", "op-lora")]
+    acc = EventAccumulator(
+        str(run_dir / "tracking" / "tensorboard" / run_dir.name), size_guidance={"images": 0}
+    )
+    acc.Reload()
+    loss = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    curve = [(p["step"], p["loss"]) for p in result["metrics"]["loss_curve"]]
+    assert [s for s, _ in loss] == [s for s, _ in curve]
+    assert all(abs(a - b) <= 1e-6 * max(1, abs(b)) for (_, a), (_, b) in zip(loss, curve, strict=True))
+    assert [e.step for e in acc.Scalars("train/lr")] == [1, 2]
+    assert abs(acc.Scalars("final/cmmd")[0].value - result["metrics"]["cmmd"]) <= 1e-5
+    images = acc.Tags()["images"]
+    assert images and all(t.startswith("images/") for t in images), acc.Tags()
+    assert acc.Images(images[0])[0].width == 32
