@@ -40,11 +40,14 @@ def _builder():
     return mod
 
 
-def _arm(model_dir: Path, data_dir: Path, kind: str, r: int = 8, batch: int = 4):
-    """(module, optimizer, batch) for one arm: PEFT LoRA on every LM linear, OP-LoRA attached or not."""
+def _arm(model_dir: Path, data_dir: Path, kind: str, r: int = 8, batch: int = 4, optimizer: str = "default"):
+    """(module, optimizer, batch, n params) for one arm: PEFT LoRA on every LM linear, OP-LoRA attached or
+    not; `optimizer` "default" is the tasks' `build_optimizer` (fused AdamW), "plain" torch's per-parameter
+    AdamW loop (foreach=False, fused=False)."""
     from oplora.adapter import apply_adapter
     from oplora.tasks.llava.data import Encoder, collate, load_records
     from oplora.tasks.llava.model import default_target_modules
+    from oplora.training.loop import build_optimizer
     from peft import LoraConfig, get_peft_model
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
@@ -54,35 +57,67 @@ def _arm(model_dir: Path, data_dir: Path, kind: str, r: int = 8, batch: int = 4)
     peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules=default_target_modules(model)))
     adapter = {"kind": kind, "r": r, "generator": {"embedding_dim": 128, "hidden_dim": 32}}
     module, params = apply_adapter(peft, adapter)
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    if optimizer == "plain":
+        opt = torch.optim.AdamW(params, lr=1e-4, foreach=False, fused=False)
+    else:
+        opt = build_optimizer(params, {"name": "adamw", "lr": 1e-4})
     enc = Encoder(AutoProcessor.from_pretrained(model_dir), 128)
     recs = load_records(data_dir / "train.json", data_dir / "images", "train")[:batch]
     return module, opt, collate([enc.encode(x) for x in recs], enc), sum(p.numel() for p in params)
 
 
-def _step(module, opt, batch) -> float:
+def _step(module, opt, batch, accelerator=None) -> float:
+    """One optimizer step through the tasks' `optimizer_step` (accelerator's accumulation micro-batches,
+    each on `batch`); without an accelerator one plain forward + backward + step."""
     from oplora.tasks.llava.train import forward_logits, masked_loss
+    from oplora.training.loop import optimizer_step
+
+    def loss() -> torch.Tensor:
+        total, count = masked_loss(forward_logits(module, batch), batch["labels"])
+        return total / count
 
     t0 = time.perf_counter()
-    total, count = masked_loss(forward_logits(module, batch), batch["labels"])
-    (total / count).backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    if accelerator is None:
+        loss().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    else:
+        params = [p for g in opt.param_groups for p in g["params"]]
+        micro = (loss for _ in range(accelerator.gradient_accumulation_steps))
+        optimizer_step(accelerator, module, opt, params, 1.0, micro)
     return time.perf_counter() - t0
 
 
-def speed(model_dir: Path, data_dir: Path, steps: int) -> dict:
-    arms = {k: _arm(model_dir, data_dir, k) for k in ("lora", "op-lora")}
+def _timed(arms: dict, steps: int, accelerator=None) -> dict[str, float]:
+    """Median step seconds per arm, arms stepped in turns (interleaved) after 2 warm-up steps."""
     times: dict[str, list[float]] = {k: [] for k in arms}
     for i in range(steps + 2):
         for k, (module, opt, batch, _) in arms.items():
-            t = _step(module, opt, batch)
-            if i >= 2:  # warm-up
+            t = _step(module, opt, batch, accelerator)
+            if i >= 2:
                 times[k].append(t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def speed(model_dir: Path, data_dir: Path, steps: int) -> dict:
+    """Step time of both arms: plain step with the default (fused) and the plain AdamW loop; and an
+    optimizer step of 4 accumulation micro-batches through `optimizer_step`."""
+    from oplora.training.loop import build_accelerator
+
+    arms = {k: _arm(model_dir, data_dir, k) for k in ("lora", "op-lora")}
+    plain = {k: _arm(model_dir, data_dir, k, optimizer="plain") for k in ("lora", "op-lora")}
+    med = _timed({**arms, **{f"{k}/plain_adamw": a for k, a in plain.items()}}, steps)
+    acc = build_accelerator({"gradient_accumulation_steps": 4}, torch.device("cpu"))
+    prepared = {k: (m, acc.prepare(o), b, n) for k, (m, o, b, n) in arms.items()}  # steps on the 4th only
+    med4 = _timed(prepared, max(2, steps // 2), acc)
     return {
         "median_step_s": med,
         "step_time_ratio_op_over_lora": med["op-lora"] / med["lora"],
+        "fused_over_plain_adamw_step_time": {k: med[k] / med[f"{k}/plain_adamw"] for k in arms},
+        "accumulation_4": {
+            "median_optimizer_step_s": med4,
+            "step_time_ratio_op_over_lora": med4["op-lora"] / med4["lora"],
+        },
         "trainable_parameters": {k: a[3] for k, a in arms.items()},
         "steps_timed": steps,
     }
@@ -192,6 +227,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "llava.json")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="rerun only the speed part into --out")
     ap.add_argument("--memory-arm")
     ap.add_argument("--model", type=Path)
     ap.add_argument("--data", type=Path)
@@ -214,6 +250,10 @@ def main() -> None:
     result = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__}}
     result["speed"] = speed(small / "model", small / "data", 4 if a.quick else 10)
     print(json.dumps(result["speed"]), flush=True)
+    if a.speed_only:
+        old = json.loads(a.out.read_text()) if a.out.exists() else {}
+        a.out.write_text(json.dumps({**old, "speed": result["speed"]}, indent=1))
+        return
     result["memory"] = memory(small / "model", small / "data")
     print(json.dumps({k: v for k, v in result["memory"].items() if k != "arms"}), flush=True)
     lrs = [1e-3, 3e-3, 1e-2, 3e-2]

@@ -18,6 +18,17 @@ export const StartedEvent = z.looseObject({
   versions: z.record(z.string(), z.string().nullable()),
 });
 
+/**
+ * What the run is doing before its first step: `loading` (importing torch and the task; `started` comes
+ * before it, so its `device` is null), then `running` on `device`.
+ */
+export const PhaseEvent = z.looseObject({
+  type: z.literal("phase"),
+  ...base,
+  phase: z.enum(["loading", "running"]),
+  device: z.string().nullable().optional(),
+});
+
 export const StepEvent = z.looseObject({
   type: z.literal("step"),
   ...base,
@@ -57,6 +68,7 @@ export const CancelledEvent = z.looseObject({
 
 export const RunEvent = z.discriminatedUnion("type", [
   StartedEvent,
+  PhaseEvent,
   StepEvent,
   EvalEvent,
   CheckpointEvent,

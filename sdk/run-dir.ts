@@ -127,7 +127,10 @@ export function writeCrashResult(input: CrashResultInput): RunResult {
     ),
     error: input.error,
     versions: started?.versions ?? {},
-    device: started?.device ?? null,
+    device:
+      events.findLast((e): e is EventOf<"phase"> => e.type === "phase" && e.device != null)?.device ??
+      started?.device ??
+      null,
     timing: {
       started_at: startedAt.toISOString(),
       finished_at: now.toISOString(),

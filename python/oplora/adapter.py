@@ -19,6 +19,17 @@ def lora_alpha(adapter: dict[str, Any]) -> float:
     return float(adapter.get("lora_alpha") or adapter["r"])
 
 
+def lora_config_kwargs(adapter: dict[str, Any]) -> dict[str, Any]:
+    """The `LoraConfig` fields every task takes from the spec's adapter block: `r`, `lora_alpha` and
+    `use_rslora` (PEFT then scales ΔW by lora_alpha / sqrt(r); OP-LoRA's generated factors go through the
+    same PEFT forward, so the scale, and after collapse the exported config, are PEFT's own)."""
+    return {
+        "r": int(adapter["r"]),
+        "lora_alpha": lora_alpha(adapter),
+        "use_rslora": bool(adapter.get("use_rslora")),
+    }
+
+
 def apply_adapter(peft_model: nn.Module, adapter: dict[str, Any]) -> tuple[nn.Module, list[nn.Parameter]]:
     """Returns (module to call while training, its trainable parameters)."""
     if adapter["kind"] == "op-lora":

@@ -25,8 +25,9 @@ until one of those.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -65,6 +66,7 @@ class _FactorCache:
         self.has_graph = False
         self.inference = False
         self.pinned = False  # collapse: serve fixed factors, never regenerate
+        self.shared = False  # FactorStep: serve one step's leaf factors, never regenerate
         self.closed = False
         if not _STEP_HOOK:
             _STEP_HOOK.append(register_optimizer_step_post_hook(_count_optimizer_step))
@@ -81,7 +83,7 @@ class _FactorCache:
         return tuple(x for p in self.params for x in (p._version, p.data_ptr()))
 
     def stale(self, full: bool = False) -> bool:
-        if self.pinned:
+        if self.pinned or self.shared:
             return False
         if self.factors is None:
             return True
@@ -116,12 +118,53 @@ class _FactorCache:
             self.refresh()
         return self.factors[layer][which]  # type: ignore[index]
 
+    def share(self, factors: list[tuple[Tensor, Tensor]] | None) -> None:
+        """Serve ``factors`` until ``share(None)``, which leaves the cache empty (regenerated on next use)."""
+        self.factors, self.shared, self.has_graph = factors, factors is not None, False
+
     def pin(self, factors: list[tuple[Tensor, Tensor]]) -> None:
         self.factors, self.pinned = factors, True
 
     def close(self) -> None:
         """Forgets the generator and its output (collapse), so neither outlives the wrapper's use."""
         self.generator, self.params, self.factors, self.closed = None, [], None, True  # type: ignore[assignment]
+
+
+class FactorStep:
+    """Every (A_l, B_l) generated once for all micro-batches of one optimizer step.
+
+        generator ──► generated (float32, with the generator's graph) ──detach──► leaves (requires_grad)
+        micro-batch i: loss_i.backward() accumulates Σ_i ∂loss_i/∂leaf into leaf.grad (the graph stops there)
+        backward():    one generator backward with grad_tensors = leaf.grad
+
+    Since the generator's parameters do not change between micro-batches, Σ_i J_θᵀ ∂loss_i/∂(A, B) =
+    J_θᵀ Σ_i ∂loss_i/∂(A, B): the same gradients as regenerating per micro-batch, for one generator forward
+    and backward per step. Non-reentrant checkpointing recomputes with the same leaves. Built by
+    ``OPLoRAModel.generation_per_step``.
+    """
+
+    def __init__(self, cache: _FactorCache) -> None:
+        self._cache = cache
+        with torch.enable_grad():
+            generated = cache.generator(cache.formulation, cast=False)
+        self._generated = [t for pair in generated for t in pair]
+        leaves = [(a.detach().requires_grad_(), b.detach().requires_grad_()) for a, b in generated]
+        self._leaves = [t for pair in leaves for t in pair]
+        cache.share(leaves)
+
+    def backward(self) -> None:
+        """The generator's backward, once, from the gradients the micro-batches left on the leaves."""
+        pairs = [
+            (g, x.grad) for g, x in zip(self._generated, self._leaves, strict=True) if x.grad is not None
+        ]
+        if pairs:
+            torch.autograd.backward([g for g, _ in pairs], grad_tensors=[d for _, d in pairs])
+        for x in self._leaves:
+            x.grad = None
+
+    def close(self) -> None:
+        self._cache.share(None)
+        self._generated, self._leaves = [], []
 
 
 class FactorParametrization(nn.Module):
@@ -197,12 +240,25 @@ class OPLoRAModel(nn.Module):
         self._check_usable()
         if torch.is_grad_enabled():
             _refuse_reentrant_checkpointing(self._checkpointing_modules)
-            self._cache.refresh()
+            if not self._cache.shared:
+                self._cache.refresh()
         else:
             self._cache.refresh_if_stale(full=True)
         # PEFT reads each LoRA weight more than once per forward (dtype checks): serve repeats from a dict.
         with parametrize.cached():
             return self.base(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def generation_per_step(self) -> Iterator[FactorStep]:
+        """Generates every (A_l, B_l) once for the forwards and backwards inside the block (the micro-batches
+        of one optimizer step); call ``.backward()`` on what it yields after the last micro-batch's backward
+        and before clipping: that runs the generator's backward once. See :class:`FactorStep`."""
+        self._check_usable()
+        step = FactorStep(self._cache)
+        try:
+            yield step
+        finally:
+            step.close()
 
     def regenerate(self) -> None:
         """Regenerates every (A_l, B_l) now (as ``forward`` does before calling ``base``)."""

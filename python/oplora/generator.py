@@ -107,23 +107,25 @@ class FactorGroup(nn.Module):
         # Always compute in float32, whatever the module was cast to.
         return [p.float() for p in (self.z, self.W1, self.b1, self.WA, self.bA, self.WB, self.bB)]
 
-    def batched(self) -> tuple[Tensor, Tensor]:
-        """A (L, *A shape), B (L, *B shape) in the group's dtype, from three stacked products."""
+    def batched(self, cast: bool = True) -> tuple[Tensor, Tensor]:
+        """A (L, *A shape), B (L, *B shape) in the group's dtype (float32 with cast=False), from three
+        stacked products."""
         z, W1, b1, WA, bA, WB, bB = self._params()
         h = F.relu(_StackedAffine.apply(W1, b1, z))  # (L, h)
         A = _StackedAffine.apply(WA, bA, h)  # (L, n_A)
         B = _StackedAffine.apply(WB, bB, h)  # (L, n_B)
-        L = len(self.layers)
-        return A.to(self.dtype).view(L, *self.a_shape), B.to(self.dtype).view(L, *self.b_shape)
+        L, dtype = len(self.layers), self.dtype if cast else torch.float32
+        return A.to(dtype).view(L, *self.a_shape), B.to(dtype).view(L, *self.b_shape)
 
-    def loop(self) -> list[tuple[Tensor, Tensor]]:
-        """The reference: one small MLP call per layer; [(A_l, B_l)] in the group's dtype."""
+    def loop(self, cast: bool = True) -> list[tuple[Tensor, Tensor]]:
+        """The reference: one small MLP call per layer; [(A_l, B_l)] in the group's dtype (or float32)."""
         z, W1, b1, WA, bA, WB, bB = (p.unbind(0) for p in self._params())
+        dtype = self.dtype if cast else torch.float32
         out = []
         for i in range(len(self.layers)):
             h = F.relu(F.linear(z[i], W1[i], b1[i]))  # (h,)
-            A = F.linear(h, WA[i], bA[i]).to(self.dtype).view(self.a_shape)  # (r, d_in, ...)
-            B = F.linear(h, WB[i], bB[i]).to(self.dtype).view(self.b_shape)  # (d_out, r, ...)
+            A = F.linear(h, WA[i], bA[i]).to(dtype).view(self.a_shape)  # (r, d_in, ...)
+            B = F.linear(h, WB[i], bB[i]).to(dtype).view(self.b_shape)  # (d_out, r, ...)
             out.append((A, B))
         return out
 
@@ -185,8 +187,9 @@ class FactorGenerator(nn.Module):
     def extra_repr(self) -> str:
         return f"layers={self.num_layers}, e={self.config.embedding_dim}, h={self.config.hidden_dim}"
 
-    def forward(self, formulation: str | None = None) -> list[tuple[Tensor, Tensor]]:
-        """Returns ``[(A_l, B_l)]`` for every layer l, in the order of ``shapes``.
+    def forward(self, formulation: str | None = None, cast: bool = True) -> list[tuple[Tensor, Tensor]]:
+        """Returns ``[(A_l, B_l)]`` for every layer l, in the order of ``shapes``, in each layer's dtype
+        (``cast=False``: in float32, the generator's compute dtype).
 
         ``formulation``: "batched", "loop" or "auto" (default: the config's); both give the same values
         and gradients. In "batched" each A_l is a view of its group's stacked output, taken with one
@@ -198,10 +201,10 @@ class FactorGenerator(nn.Module):
         with torch.autocast(device.type, enabled=False):  # float32 even inside a mixed-precision region
             for group in self.groups:
                 if how == "batched":
-                    A, B = group.batched()
+                    A, B = group.batched(cast)
                     pairs = zip(A.unbind(0), B.unbind(0), strict=True)
                 else:
-                    pairs = group.loop()
+                    pairs = group.loop(cast)
                 for layer, pair in zip(group.layers, pairs, strict=True):
                     out[layer] = pair
         return out  # type: ignore[return-value]

@@ -18,7 +18,14 @@ export class Progress {
   event(ev: RunEvent): void {
     switch (ev.type) {
       case "started":
-        this.line(`started ${ev.task} on ${ev.device ?? "?"} (pid ${ev.pid}) -> ${ev.run_dir}`);
+        this.line(
+          `started ${ev.task}${ev.device ? ` on ${ev.device}` : ""} (pid ${ev.pid}) -> ${ev.run_dir}`,
+        );
+        break;
+      case "phase":
+        this.line(
+          ev.phase === "loading" ? "loading torch and the task..." : `running on ${ev.device ?? "?"}`,
+        );
         break;
       case "step":
         this.step(ev.step, ev.total_steps, ev.loss, ev.time);

@@ -28,6 +28,10 @@ export const GeneratorConfig = z
 const loraFields = {
   r: z.int().positive().default(8).describe("LoRA rank"),
   lora_alpha: z.number().positive().optional().describe("LoRA alpha; scaling = lora_alpha / r (default: r)"),
+  use_rslora: z
+    .boolean()
+    .default(false)
+    .describe("rsLoRA (Kalajdzievski 2023): scaling = lora_alpha / sqrt(r) instead of lora_alpha / r"),
 };
 
 export const LoraAdapter = z.strictObject({ kind: z.literal("lora"), ...loraFields });

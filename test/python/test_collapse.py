@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from oplora.adapter import lora_parameters
@@ -75,6 +77,31 @@ def test_saved_adapter_reloads_with_stock_peft_and_reproduces_outputs(
     reloaded = PeftModel.from_pretrained(make_tiny_net(0), tmp_path / "adapter").eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x), trained, rtol=0, atol=0)
+
+
+def test_rslora_adapter_collapses_and_reloads_with_stock_peft(
+    make_tiny_net, make_tiny_peft, tiny_input, train_steps, tmp_path
+) -> None:
+    """rsLoRA (use_rslora): PEFT scales the generated factors by lora_alpha / sqrt(r); the collapsed adapter
+    keeps that in adapter_config.json and a stock reload reproduces the trained outputs."""
+    model = make_tiny_peft(r=4, lora_alpha=8, use_rslora=True)
+    op = attach(model, CONFIG)
+    train_steps(op, lambda m: (m(tiny_input) - 1).pow(2).mean(), steps=4)
+    layer = next(m for m in model.modules() if hasattr(m, "scaling") and m.scaling)
+    assert layer.scaling["default"] == 8 / 2  # alpha / sqrt(r), not alpha / r = 2
+    with torch.no_grad():
+        trained = op(tiny_input)
+    collapse(op).save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["use_rslora"] is True and config["r"] == 4 and config["lora_alpha"] == 8
+    reloaded = PeftModel.from_pretrained(make_tiny_net(0), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(tiny_input), trained, rtol=0, atol=0)
+    config["use_rslora"] = False  # the same factors at alpha / r give another output: the flag matters
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+    plain = PeftModel.from_pretrained(make_tiny_net(0), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(tiny_input), trained)
 
 
 def test_llama_collapse_save_and_reload(make_tiny_llama, llama_input_ids, train_steps, tmp_path) -> None:

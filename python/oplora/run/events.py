@@ -3,7 +3,9 @@ dedicated pipe (`--events-fd N`), so library chatter on stdout/stderr never mixe
 
 Event types (the SDK's zod schemas in `sdk/events.ts` are the reference):
 
-    started     {task, run_dir, pid, device, versions}
+    started     {task, run_dir, pid, device: null, versions}     before torch is imported
+    phase       {phase: "loading"}                               importing torch and the task
+                {phase: "running", device}                       the task starts, on `device`
     step        {step, total_steps, loss, lr?, metrics?}
     eval        {step, metrics}
     checkpoint  {step, path}

@@ -196,18 +196,21 @@ def _run_locked(
         _watch_stdin()
     try:
         try:
-            ctx.device = resolve_device(spec.get("device", "auto"))
-            result["device"] = str(ctx.device)
+            # `started` and `loading` go out before torch is imported (~2 s): spawn to first event stays fast.
             sink.emit(
                 "started",
                 task=spec["task"],
                 run_dir=result["run_dir"],
                 pid=os.getpid(),
-                device=result["device"],
+                device=None,
                 versions=result["versions"],
             )
+            sink.emit("phase", phase="loading")
+            ctx.device = resolve_device(spec.get("device", "auto"))  # imports torch
+            result["device"] = str(ctx.device)
             ctx.tracking = Tracking(spec, run_dir, ctx.device)
             task = importlib.import_module(TASK_MODULES[spec["task"]])
+            sink.emit("phase", phase="running", device=result["device"])
             result["metrics"] = task.run(spec, ctx)
             result["status"], code = "succeeded", EXIT_OK
         except Cancelled:

@@ -62,8 +62,8 @@ def test_success_writes_the_run_directory(tmp_path, fake_task):
     spec = json.loads((out / "spec.json").read_text())
     assert spec["adapter"]["generator"]["hidden_dim"] == 32  # defaults filled in
     types_ = [e["type"] for e in events(out)]
-    assert types_ == ["started", "step", "artifact", "step", "completed"]
-    assert [e["seq"] for e in events(out)] == list(range(5))
+    assert types_ == ["started", "phase", "phase", "step", "artifact", "step", "completed"]
+    assert [e["seq"] for e in events(out)] == list(range(7))
 
 
 def test_invalid_spec_creates_nothing(tmp_path, fake_task, capsys):
@@ -135,3 +135,51 @@ def test_non_finite_metrics_become_null(tmp_path):
     target = tmp_path / "result.json"
     write_json_atomic(target, {"loss": float("nan"), "curve": [1.0, float("inf")]})
     assert json.loads(target.read_text()) == {"loss": None, "curve": [1.0, None]}
+
+
+STARTED_BEFORE_TORCH = """
+import os, sys
+fd = int(sys.argv[1])
+
+
+class TorchMarker:  # writes a marker line on the events pipe when torch is first imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            os.write(fd, b'{"type": "torch-import"}\\n')
+            sys.meta_path.remove(self)
+        return None
+
+
+sys.meta_path.insert(0, TorchMarker())
+from oplora.__main__ import main
+
+sys.exit(main(["run", sys.argv[2], "--out", sys.argv[3], "--events-fd", str(fd)]))
+"""
+
+
+def test_started_and_loading_are_emitted_before_torch_is_imported(tmp_path):
+    """`python -m oplora run`'s first events (started, phase loading) reach the events pipe before torch
+    is imported (a real subprocess; a meta-path hook marks torch's first import on the same pipe)."""
+    import os
+    import subprocess
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps({**SPEC, "matrix": {"rows": 8, "cols": 8}, "train": {"steps": 2, "log_every": 1}})
+    )
+    r, w = os.pipe()
+    env = {**os.environ, "PYTHONPATH": str(Path(runner.__file__).parents[2])}
+    p = subprocess.Popen(
+        [sys.executable, "-c", STARTED_BEFORE_TORCH, str(w), str(spec), str(tmp_path / "run")],
+        pass_fds=(w,),
+        env=env,
+    )
+    os.close(w)
+    with os.fdopen(r) as f:
+        lines = [json.loads(x) for x in f]
+    assert p.wait(timeout=300) == runner.EXIT_OK
+    kinds = [e["type"] for e in lines]
+    assert kinds[:3] == ["started", "phase", "torch-import"], kinds
+    assert lines[0]["device"] is None and lines[1]["phase"] == "loading"
+    running = next(e for e in lines if e["type"] == "phase" and e["phase"] == "running")
+    assert running["device"] == "cpu" and kinds[-1] == "completed"

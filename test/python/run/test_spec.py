@@ -62,3 +62,18 @@ def test_mf_rank_above_min_rows_cols_is_refused():
     assert e.value.problems == ["adapter.r: rank 5 exceeds min(matrix.rows, matrix.cols) = 4, got 5"]
     spec["adapter"]["r"] = 4
     assert validate_spec(spec)["adapter"]["r"] == 4
+
+
+@pytest.mark.parametrize("task", ["matrix_factorization", "text_to_image", "llava"])
+@pytest.mark.parametrize("kind", ["lora", "op-lora"])
+def test_use_rslora_defaults_false_and_must_be_a_boolean(task, kind):
+    extra = {
+        "text_to_image": {"model": {"pretrained": "x"}, "data": {"folder": "d"}},
+        "llava": {"model": {"pretrained": "x"}, "data": {"train_json": "t.json", "image_folder": "i"}},
+    }.get(task, {})
+    spec = {"task": task, "adapter": {"kind": kind, "r": 4}, **extra}
+    assert validate_spec(spec)["adapter"]["use_rslora"] is False
+    assert validate_spec({**spec, "adapter": {"kind": kind, "use_rslora": True}})["adapter"]["use_rslora"]
+    with pytest.raises(SpecError) as e:
+        validate_spec({**spec, "adapter": {"kind": kind, "use_rslora": "yes"}})
+    assert any(p.startswith("adapter.use_rslora:") for p in e.value.problems), e.value.problems

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from oplora.training.export import save_peft_dir
-from oplora.training.loop import build_accelerator, build_lr_scheduler, build_optimizer, peak_memory_bytes
+from oplora.training.loop import (
+    build_accelerator,
+    build_lr_scheduler,
+    build_optimizer,
+    optimizer_kernel,
+    peak_memory_bytes,
+)
 from oplora.training.state import latest_checkpoint, load_checkpoint, save_checkpoint
 from torch import nn
 
@@ -27,6 +35,41 @@ def test_build_optimizer_names():
     assert isinstance(build_optimizer(_trainable(m), {"name": "adam", "lr": 1e-3}), torch.optim.Adam)
     sgd = build_optimizer(_trainable(m), {"name": "momentum", "lr": 0.1, "momentum": 0.5})
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.5
+
+
+def _steps(m: nn.Module, opt: torch.optim.Optimizer, n: int = 8) -> None:
+    for s in range(n):
+        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(s))
+        opt.zero_grad()
+        m(x).pow(2).mean().backward()
+        opt.step()
+
+
+def test_build_optimizer_fused_equals_plain_loop():
+    """Adam/AdamW get torch's fused kernel on the CPU, SGD its foreach kernel; after 8 steps the params
+    equal torch's plain per-parameter implementation (foreach=False, fused=False)."""
+    plain = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "momentum": torch.optim.SGD}
+    for name, cls in plain.items():
+        opt = {"name": name, "lr": 1e-2, "weight_decay": 0.1, "momentum": 0.9}
+        m1, m2 = _model(), _model()
+        groups = [{"params": _trainable(m1)[:1]}, {"params": _trainable(m1)[1:], "lr": 3e-2}]
+        o1 = build_optimizer(groups, opt)
+        kernel = "fused" if name != "momentum" else "foreach"
+        assert all(g[kernel] is True for g in o1.param_groups), (name, o1.param_groups[0])
+        kw = {"momentum": 0.9} if name == "momentum" else {}
+        groups2 = [{"params": _trainable(m2)[:1]}, {"params": _trainable(m2)[1:], "lr": 3e-2}]
+        o2 = cls(groups2, lr=1e-2, weight_decay=0.1, foreach=False, fused=False, **kw)
+        _steps(m1, o1)
+        _steps(m2, o2)
+        moved = [not torch.equal(a, b) for a, b in zip(m1.parameters(), _model().parameters(), strict=True)]
+        assert sum(moved) == 3, name  # the frozen weight stays, the others trained
+        for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_kernel_falls_back_to_foreach():
+    assert optimizer_kernel([nn.Parameter(torch.zeros(2))]) == {"fused": True}
+    assert optimizer_kernel([nn.Parameter(torch.zeros(2, device="meta"))]) == {"foreach": True}
 
 
 def test_scheduler_warmup_then_schedule():
@@ -143,3 +186,84 @@ def test_save_peft_dir_injected_adapter(tmp_path):
     keys = set(load_file(str(tmp_path / "a" / "adapter_model.safetensors")))
     assert keys == {"0.lora_A.weight", "0.lora_B.weight", "1.lora_A.weight", "1.lora_B.weight"}
     assert (tmp_path / "a" / "adapter_config.json").exists()
+
+
+# --- optimizer_step: OP-LoRA's factors generated once per optimizer step ----------------------------------
+
+
+def _accumulation_grads(op, micro_losses, per_step: bool) -> tuple[list[torch.Tensor], int]:
+    """(generator grads just before the optimizer step, generator forwards) over 4 micro-batches: through
+    `optimizer_step` (one generation per step) or a plain loop regenerating per micro-batch."""
+    from oplora.training.loop import optimizer_step
+
+    params = list(op.generator.parameters())
+    calls = [0]
+    hook = op.generator.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    captured: list[list[torch.Tensor]] = []
+    opt = build_optimizer(params, {"name": "sgd", "lr": 0.0})
+    opt.register_step_pre_hook(lambda *_: captured.append([p.grad.clone() for p in params]))
+    op.train()
+    if per_step:
+        acc = build_accelerator(
+            {"gradient_accumulation_steps": 4, "mixed_precision": "no"}, torch.device("cpu")
+        )
+        optimizer_step(acc, op, acc.prepare(opt), params, 1e9, micro_losses)
+    else:
+        for loss_fn in micro_losses:
+            (loss_fn() / 4).backward()
+        opt.step()
+    hook.remove()
+    opt.zero_grad(set_to_none=True)
+    assert len(captured) == 1
+    return captured[0], calls[0]
+
+
+def _perturbed(op):
+    with torch.no_grad():
+        for p in op.generator.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # non-zero B heads
+    return op
+
+
+@pytest.mark.parametrize("variant", ["fp32", "bf16-autocast", "checkpointing"])
+def test_optimizer_step_generates_once_with_per_micro_batch_gradients(make_tiny_peft, variant) -> None:
+    from oplora.bind import attach
+    from oplora.config import OPLoRAConfig
+
+    torch.manual_seed(0)
+    op = _perturbed(attach(make_tiny_peft(), OPLoRAConfig(embedding_dim=16, hidden_dim=8)))
+    op.base.base_model.model.checkpoint = variant == "checkpointing"
+    xs = torch.randn(4, 2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+
+    def micro(i: int):
+        def loss() -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16-autocast"):
+                return (op(xs[i]) - 1).pow(2).mean()
+
+        return loss
+
+    want, n_want = _accumulation_grads(op, [micro(i) for i in range(4)], per_step=False)
+    got, n_got = _accumulation_grads(op, [micro(i) for i in range(4)], per_step=True)
+    assert (n_want, n_got) == (4, 1)
+    assert all(w.abs().max() > 0 for w in want)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6 * float(w.abs().max()))
+
+
+def test_optimizer_step_generates_once_llama_gradient_checkpointing(make_tiny_llama) -> None:
+    from oplora.bind import attach
+    from oplora.config import OPLoRAConfig
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        make_tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    op = _perturbed(attach(model, OPLoRAConfig(embedding_dim=16, hidden_dim=8)))
+    ids = torch.randint(0, 100, (4, 2, 12), generator=torch.Generator().manual_seed(2))
+    micro = [functools.partial(lambda i: op(input_ids=ids[i], labels=ids[i]).loss, i) for i in range(4)]
+    want, n_want = _accumulation_grads(op, micro, per_step=False)
+    got, n_got = _accumulation_grads(op, micro, per_step=True)
+    assert (n_want, n_got) == (4, 1)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6 * float(w.abs().max()))

@@ -31,7 +31,7 @@ describe("job lane (fake task, real runner)", () => {
     const seen: RunEvent["type"][] = [];
     for await (const ev of handle) seen.push(ev.type);
     const result = await handle;
-    expect(seen).toEqual(["started", "step", "artifact", "step", "completed"]);
+    expect(seen).toEqual(["started", "phase", "phase", "step", "artifact", "step", "completed"]);
     expect(result.status).toBe("succeeded");
     if (result.task !== "matrix_factorization") throw new Error("narrowing");
     expect(result.metrics?.steps_to_excess).toEqual({ "1e-2": null });
@@ -144,7 +144,15 @@ describe("job lane (fake task, real runner)", () => {
     const result = await handle;
     expect(result.status).toBe("succeeded");
     expect(stderrBytes).toBeGreaterThan(2_000_000);
-    expect(handle.events.map((e) => e.type)).toEqual(["started", "step", "artifact", "step", "completed"]);
+    expect(handle.events.map((e) => e.type)).toEqual([
+      "started",
+      "phase",
+      "phase",
+      "step",
+      "artifact",
+      "step",
+      "completed",
+    ]);
   });
 
   it("invalid spec -> SpecInvalidError thrown synchronously, nothing spawned, no run dir", () => {

@@ -95,7 +95,7 @@ def build_model(spec: dict[str, Any], device: torch.device) -> tuple[Any, Any, l
     from peft import LoraConfig, get_peft_model
     from transformers import LlavaForConditionalGeneration
 
-    from ...adapter import apply_adapter, lora_alpha
+    from ...adapter import apply_adapter, lora_config_kwargs
     from .model import resolve_targets
 
     m = spec["model"]
@@ -109,8 +109,7 @@ def build_model(spec: dict[str, Any], device: torch.device) -> tuple[Any, Any, l
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     cfg = LoraConfig(
-        r=a["r"],
-        lora_alpha=lora_alpha(a),
+        **lora_config_kwargs(a),
         target_modules=targets,
         lora_dropout=a["lora_dropout"],
         modules_to_save=[PROJECTOR] if a["train_projector"] else None,

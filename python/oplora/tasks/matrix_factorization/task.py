@@ -121,9 +121,9 @@ def build_model(
     """(PEFT model, module to train (OPLoRAModel for op-lora), trainable parameters). Seed torch first."""
     from peft import LoraConfig, get_peft_model
 
-    from ...adapter import apply_adapter, lora_alpha
+    from ...adapter import apply_adapter, lora_config_kwargs
 
-    config = LoraConfig(r=int(adapter["r"]), lora_alpha=lora_alpha(adapter), target_modules=[TARGET_MODULE])
+    config = LoraConfig(target_modules=[TARGET_MODULE], **lora_config_kwargs(adapter))
     peft_model = get_peft_model(ZeroLinear(rows, cols), config)
     module, params = apply_adapter(peft_model, adapter)
     return peft_model, module, params
@@ -234,7 +234,7 @@ def _fit(
     set_seed(int(spec["seed"]))
     peft_model, module, params = build_model(int(m["rows"]), int(m["cols"]), adapter)
     module.to(device)
-    optimizer = build_optimizer(params, spec["optimizer"], multi_tensor=True)
+    optimizer = build_optimizer(params, spec["optimizer"])
     delta_fn = delta_weight_fn(peft_model, module)
 
     # losses[t]: the loss after t steps, kept on the device (no host sync per step)

@@ -94,12 +94,11 @@ def _add_adapters(pipe: Any, adapter: dict[str, Any], train_text: bool) -> None:
     bookkeeping) but refuses any peft < 0.22, and the pinned peft is < 0.22."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    from ...adapter import lora_alpha
+    from ...adapter import lora_config_kwargs
     from .pipeline import text_encoders
 
     common = {
-        "r": adapter["r"],
-        "lora_alpha": lora_alpha(adapter),
+        **lora_config_kwargs(adapter),
         "lora_dropout": adapter["lora_dropout"],
         "init_lora_weights": "gaussian",
     }

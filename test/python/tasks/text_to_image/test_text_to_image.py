@@ -60,6 +60,8 @@ def runs(assets, tmp_path_factory) -> dict:
                 "clip_model": str(assets / "clip"),
             }
             extra["train"] = {"report_to": ["tensorboard"]}  # the tracker test reads its event files
+        if (model, kind) == ("sdxl", "op-lora"):  # rsLoRA: the stock reload below must scale alpha / sqrt(r)
+            extra["adapter"] = {"use_rslora": True}
         spec = make_spec(assets, model, kind, **extra)
         d = tmp_path_factory.mktemp(f"{model}-{kind}")
         result, code = run_spec(spec, d / "run")
@@ -82,7 +84,13 @@ def test_end_to_end_metrics_and_artifacts(runs, case):
     kinds = {a["kind"] for a in result["artifacts"]}
     assert {"image", "grid", "adapter", "diffusers_lora"} <= kinds
     assert (run_dir / m["diffusers_lora"]).is_file() and (run_dir / m["samples"][0]).is_file()
-    assert json.loads((run_dir / "adapter" / "unet" / "adapter_config.json").read_text())["lora_alpha"] == 8
+    config = json.loads((run_dir / "adapter" / "unet" / "adapter_config.json").read_text())
+    assert config["lora_alpha"] == 8 and config["use_rslora"] is (case == ("sdxl", "op-lora"))
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / m["diffusers_lora"]), "pt") as f:  # diffusers' per-component metadata
+        meta = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert meta["unet.use_rslora"] is config["use_rslora"] and meta["unet.lora_alpha"] == 8
     # The PEFT dir holds exactly lora_A / lora_B (no generator, no parametrization leftovers).
     keys = load_file(str(run_dir / "adapter" / "unet" / "adapter_model.safetensors"))
     assert keys and all(k.endswith(("lora_A.weight", "lora_B.weight")) for k in keys)
