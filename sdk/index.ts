@@ -18,11 +18,24 @@ export { type EventOf, RunEvent, type RunEventType } from "./events.js";
 export { type MetricsOf, TASK_METRICS } from "./metrics.js";
 export { listTargetModules, type Plan, plan, type TargetModules } from "./plan.js";
 export { type Report, type ReportOptions, writeReport } from "./report/index.js";
-export { type Artifact, RunResult, type RunResultOf, RunStatus } from "./result.js";
+export { type Artifact, RunResult, type RunResultOf, RunStatus, type SucceededResultOf } from "./result.js";
 export { RunHandle, type RunOptions, run } from "./run.js";
 export { readEvents, readResult } from "./run-dir.js";
-export { Spec, type SpecInput, type TaskName } from "./spec/index.js";
-export { MatrixFactorizationMetrics } from "./spec/matrix-factorization.js";
+export {
+  LlavaMetrics,
+  LlavaSpec,
+  MatrixFactorizationMetrics,
+  MatrixFactorizationSpec,
+  MatrixFactorizationStudyMetrics,
+  MatrixFactorizationStudySpec,
+  Spec,
+  type SpecInput,
+  type SpecInputOf,
+  type SpecOf,
+  type TaskName,
+  TextToImageMetrics,
+  TextToImageSpec,
+} from "./spec/index.js";
 export { specJsonSchema, specJsonSchemaText } from "./spec/schema.js";
 export { defineSpec, validateSpec } from "./spec/validate.js";
 export {

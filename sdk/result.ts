@@ -62,6 +62,10 @@ export type RunResultOf<T extends TaskName> = T extends TaskName
   : never;
 /** result.json of any task; narrow on `task` to get that task's metrics. */
 export type RunResult = RunResultOf<TaskName>;
+/** What `await run(...)` gives: a succeeded run of task `T`, its metrics always present. */
+export type SucceededResultOf<T extends TaskName> = T extends TaskName
+  ? RunResultOf<T> & { status: "succeeded"; metrics: MetricsOf<T> }
+  : never;
 export type RunStatus = z.output<typeof RunStatus>;
 
 const [first, ...rest] = taskNames.map(resultFor);
