@@ -40,6 +40,20 @@ export class InputError extends OploraError {
   }
 }
 
+/** Another live process writes this run directory (its `run.lock`); the CLI's exit 2. */
+export class RunLockedError extends InputError {
+  override name = "RunLockedError";
+  constructor(
+    runDir: string,
+    readonly holder: { pid: number; hostname: string; started_at: string },
+  ) {
+    super(
+      `run directory ${runDir} is in use by another run (pid ${holder.pid} on ${holder.hostname} since ${holder.started_at}); wait for it or cancel it`,
+      runDir,
+    );
+  }
+}
+
 /** The Python interpreter is missing, or cannot import oplora; `fix` is a command that repairs it. */
 export class PythonEnvironmentError extends OploraError {
   override name = "PythonEnvironmentError";

@@ -11,6 +11,7 @@ export {
   PythonCallError,
   PythonEnvironmentError,
   type PythonErrorInfo,
+  RunLockedError,
   SpecInvalidError,
   TrainingFailedError,
 } from "./errors.js";
@@ -40,13 +41,19 @@ export { specJsonSchema, specJsonSchemaText } from "./spec/schema.js";
 export { defineSpec, validateSpec } from "./spec/validate.js";
 export {
   type Axes,
+  type Confirmation,
   expandSweep,
   RayBackend,
   RayBackendError,
   type RayDoctorReport,
   rayDoctor,
   readManifest,
+  SearchBlock,
+  type SearchBlockInput,
+  type SearchResults,
+  type SearchTrial,
   STUDIES,
+  type StudyResult,
   SweepBackend,
   type SweepEvent,
   SweepHandle,

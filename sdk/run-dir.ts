@@ -3,18 +3,37 @@
  * Writing result.json when Python could not (`writeCrashResult`), and the SDK's one atomic file writer.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { ProtocolError } from "./errors.js";
+import { appendFileSync, existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { InputError, ProtocolError } from "./errors.js";
 import { type EventOf, RunEvent } from "./events.js";
 import { RunResult } from "./result.js";
 import type { TaskName } from "./spec/index.js";
+
+/**
+ * Refuse a run directory that cannot be one before anything starts: `outDir` naming an existing file, or a
+ * path under a file. Throws InputError (the CLI's exit 2) naming the file.
+ */
+export function checkOutDir(outDir: string): void {
+  const abs = resolve(outDir);
+  for (let p = abs; ; p = dirname(p)) {
+    if (existsSync(p)) {
+      if (statSync(p).isDirectory()) return;
+      const what = p === abs ? "is an existing file" : `is under the file ${p}`;
+      throw new InputError(`--out ${outDir} ${what}; a run directory must be a directory`, abs);
+    }
+    if (dirname(p) === p) return;
+  }
+}
+
+/** The run directory's lock file (sdk/lock.ts format), held by the SDK or `python -m oplora run`. */
+export const RUN_LOCK = "run.lock";
 
 /** DIR/result.json, or null when there is none yet. */
 export function readResult(runDir: string): RunResult | null {
   const path = join(runDir, "result.json");
   if (!existsSync(path)) return null;
-  const parsed = RunResult.safeParse(JSON.parse(readFileSync(path, "utf8")));
+  const parsed = RunResult.safeParse(parseJson(readFileSync(path, "utf8"), path));
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
     throw new ProtocolError(`${path} does not match RunResult: ${issues}`);
@@ -30,12 +49,35 @@ export function readEvents(runDir: string): RunEvent[] {
   const events: RunEvent[] = [];
   for (const [i, line] of lines.entries()) {
     if (!line.trim()) continue;
-    const parsed = RunEvent.safeParse(JSON.parse(line));
+    const parsed = RunEvent.safeParse(parseJson(line, `${path}:${i + 1}`));
     if (!parsed.success)
       throw new ProtocolError(`${path}:${i + 1}: not a valid event: ${parsed.error.message}`);
     events.push(parsed.data);
   }
   return events;
+}
+
+function parseJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ProtocolError(`${where}: not valid JSON (truncated?): ${(e as Error).message}`);
+  }
+}
+
+/**
+ * What is wrong with a finished run directory's result.json or events.ndjson (file and problem named), or
+ * null when both read back valid. Readers (report, sweep resume) show such a run as corrupt, never reuse it.
+ */
+export function runDirProblem(runDir: string): string | null {
+  try {
+    if (!readResult(runDir)) return `${join(runDir, "result.json")}: missing`;
+    readEvents(runDir);
+    return null;
+  } catch (e) {
+    if (e instanceof ProtocolError) return e.message;
+    throw e;
+  }
 }
 
 /** Write `text` to `path` through a temporary file and a rename (readers never see half a file). */
@@ -93,7 +135,44 @@ export function writeCrashResult(input: CrashResultInput): RunResult {
     },
     written_by: "sdk",
   });
-  if (existsSync(input.runDir))
+  if (existsSync(input.runDir)) {
     writeFileAtomic(join(input.runDir, "result.json"), `${JSON.stringify(result, null, 2)}\n`);
+    appendTerminalEvent(input.runDir, result);
+  }
   return result;
+}
+
+const TERMINAL = new Set(["completed", "error", "cancelled"]);
+
+/**
+ * End DIR/events.ndjson with the `error` / `cancelled` event Python never wrote (it was killed), so a
+ * reader of the event log alone sees how the run ended. Nothing when the log already ends in one.
+ */
+function appendTerminalEvent(runDir: string, result: RunResult): void {
+  const path = join(runDir, "events.ndjson");
+  const text = existsSync(path) ? readFileSync(path, "utf8") : "";
+  let seq = -1;
+  let last: string | undefined;
+  for (const line of text.split("\n")) {
+    try {
+      const ev = JSON.parse(line) as { seq?: unknown; type?: unknown };
+      if (typeof ev.seq === "number") seq = Math.max(seq, ev.seq);
+      last = String(ev.type);
+    } catch {
+      // a line cut short by the kill: skip it
+    }
+  }
+  if (last !== undefined && TERMINAL.has(last)) return;
+  const base = { seq: seq + 1, time: Date.now() / 1000, written_by: "sdk" };
+  const event = RunEvent.parse(
+    result.status === "cancelled"
+      ? { type: "cancelled", ...base, step: null }
+      : {
+          type: "error",
+          ...base,
+          error: result.error ?? { type: "ProcessCrashed", message: "the run died" },
+        },
+  );
+  const sep = text && !text.endsWith("\n") ? "\n" : "";
+  appendFileSync(path, `${sep}${JSON.stringify(event)}\n`);
 }

@@ -12,7 +12,7 @@
  * result -> ProcessCrashedError. Whenever the run dir was created, it ends with a consistent result.json.
  */
 import { existsSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { type JobExit, startJob } from "./bridge/job.js";
 import { notImportable } from "./bridge/python.js";
 import {
@@ -22,12 +22,14 @@ import {
   ProcessCrashedError,
   ProtocolError,
   PythonEnvironmentError,
+  RunLockedError,
   SpecInvalidError,
   TrainingFailedError,
 } from "./errors.js";
 import type { EventOf, RunEvent } from "./events.js";
+import { liveHolder } from "./lock.js";
 import type { RunResult, SucceededResultOf } from "./result.js";
-import { readResult, writeCrashResult } from "./run-dir.js";
+import { checkOutDir, RUN_LOCK, readResult, writeCrashResult } from "./run-dir.js";
 import type { SpecInput, TaskName } from "./spec/index.js";
 import { validateSpec } from "./spec/validate.js";
 import { EventStream } from "./stream.js";
@@ -52,9 +54,13 @@ export interface RunOptions {
 
 type TaskOf<S> = S extends { task: infer T extends TaskName } ? T : TaskName;
 
-/** Start a run. Throws SpecInvalidError (nothing spawned, no run dir) or PythonEnvironmentError at once. */
+/** Start a run. Throws SpecInvalidError or InputError (bad outDir; nothing spawned, no run dir) or PythonEnvironmentError at once. */
 export function run<S extends SpecInput>(spec: S, options: RunOptions): RunHandle<TaskOf<S>> {
   const valid = validateSpec(spec);
+  checkOutDir(options.outDir);
+  // Python takes run.lock for the run's lifetime; checking here too gives the clear error before it starts
+  const holder = liveHolder(resolve(options.outDir), RUN_LOCK);
+  if (holder) throw new RunLockedError(options.outDir, holder);
   return new RunHandle<TaskOf<S>>(valid.task, options.signal, (push, cancelSignal) =>
     startJob(
       valid,

@@ -3,6 +3,7 @@
     python -m oplora run SPEC.json --out DIR [--resume] [--events-fd N] [--watch-stdin]
     python -m oplora validate SPEC.json      prints the spec with defaults filled in
     python -m oplora doctor                  environment report (JSON)
+    python -m oplora search                  Optuna studies over stdin / fd 3 (sweeps with a search block)
 
 Exit codes: 0 success, 1 run failed, 2 invalid spec or arguments, 130 cancelled.
 """
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("spec")
     sub.add_parser("doctor", help="environment report")
     sub.add_parser("worker", help="serve runs over stdin/stdout (used by sweeps)")
+    sub.add_parser(
+        "search", help="serve an Optuna search over stdin/fd 3 (used by sweeps with a search block)"
+    )
     # --- Ray backend (oplora[ray]) ---
     rd = sub.add_parser("ray-driver", help="run a sweep's trials on a Ray cluster (used by sweeps)")
     rd.add_argument("--config", required=True, help="JSON: address, runtime_env, max_retries, ...")
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         from .run.worker import serve
 
         return serve()
+    if args.command == "search":
+        from .run.search import serve as serve_search
+
+        return serve_search()
     if args.command in ("generate", "answer"):
         return _use_command(args)
     if args.command in ("ray-driver", "ray-doctor"):

@@ -55,7 +55,13 @@ export class SweepProgress {
         this.done++;
         if (ev.type === "trial_failed") this.failed++;
         const word =
-          ev.type === "trial_finished" ? "done  " : ev.type === "trial_failed" ? "FAILED" : "cancel";
+          ev.type === "trial_finished"
+            ? "done  "
+            : ev.type === "trial_failed"
+              ? "FAILED"
+              : ev.row.status === "pruned"
+                ? "pruned"
+                : "cancel";
         const extra =
           ev.type === "trial_failed" && ev.row.error
             ? `: ${ev.row.error.type}: ${ev.row.error.message.split("\n")[0]}`
@@ -68,7 +74,7 @@ export class SweepProgress {
       case "sweep_finished": {
         const c = ev.results.counts;
         this.line(
-          `sweep ${ev.results.stopped ? "stopped" : "finished"} in ${ev.results.wallS.toFixed(1)} s: ${c.succeeded} succeeded, ${c.failed} failed, ${c.cancelled} cancelled, ${c.not_run} not run`,
+          `sweep ${ev.results.stopped ? "stopped" : "finished"} in ${ev.results.wallS.toFixed(1)} s: ${c.succeeded} succeeded, ${c.failed} failed, ${c.cancelled} cancelled, ${c.pruned} pruned, ${c.not_run} not run`,
         );
         break;
       }

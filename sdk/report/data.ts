@@ -11,6 +11,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { scalarMetrics } from "../result.js";
+import { runDirProblem } from "../run-dir.js";
 import { readManifest, type SweepManifest } from "../sweep/store.js";
 import type { TrialRow } from "../sweep/sweep.js";
 
@@ -130,13 +131,17 @@ export async function loadReportData(dir: string): Promise<ReportData> {
     const runDir = join(dir, t.dir);
     const result = readJsonFile(join(runDir, "result.json")) as Record<string, unknown> | undefined;
     const timing = result?.timing as { wall_s?: number } | undefined;
-    const error = (result?.error as { type: string; message: string } | null | undefined) ?? t.error;
+    const ran = t.status === "succeeded" || t.status === "failed" || t.status === "cancelled";
+    const problem = ran ? runDirProblem(runDir) : null;
+    const corrupt = problem ? { type: "CorruptRunDir", message: problem } : null;
+    const error =
+      corrupt ?? (result?.error as { type: string; message: string } | null | undefined) ?? t.error;
     const row: TrialRow = {
       id: t.id,
       index: t.index,
       label: t.label,
       axes: t.axes,
-      status: t.status === "pending" || t.status === "running" ? "not_run" : t.status,
+      status: corrupt ? "failed" : t.status === "pending" || t.status === "running" ? "not_run" : t.status,
       reused: t.reused,
       metrics: scalarMetrics(result?.metrics),
       error: error ? { type: error.type, message: error.message } : null,
@@ -146,7 +151,7 @@ export async function loadReportData(dir: string): Promise<ReportData> {
     return {
       row,
       spec: (readJsonFile(join(runDir, "spec.json")) as Record<string, unknown> | undefined) ?? null,
-      curves: result?.status === "succeeded" ? curvesOf(result.metrics, runDir) : {},
+      curves: !corrupt && result?.status === "succeeded" ? curvesOf(result.metrics, runDir) : {},
       images: imagesOf(result, runDir),
     };
   });

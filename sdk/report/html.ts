@@ -55,7 +55,7 @@ export interface HtmlInput {
 export function renderHtml({ data, figures, comparisons, arms, generatedAt }: HtmlInput): string {
   const e = escapeHtml;
   const rows = data.trials.map((t) => t.row);
-  const counts = { succeeded: 0, failed: 0, cancelled: 0, not_run: 0 };
+  const counts = { succeeded: 0, failed: 0, cancelled: 0, pruned: 0, not_run: 0 };
   for (const r of rows) counts[r.status]++;
   const compTable = comparisonTable(comparisons);
 
@@ -92,7 +92,7 @@ ${arms.map((a) => `<tr><td>${e(a.label)}</td><td class="num">${a.n}</td><td clas
 <link rel="icon" href="data:,"><title>oplora report — ${e(data.task)}</title><style>${CSS}</style></head>
 <body>
 <h1>oplora sweep report — ${e(data.task)}</h1>
-<p class="meta">${e(data.dir)} · ${rows.length} trials: ${counts.succeeded} succeeded, ${counts.failed} failed, ${counts.cancelled} cancelled, ${counts.not_run} not run · generated ${e(generatedAt)}</p>
+<p class="meta">${e(data.dir)} · ${rows.length} trials: ${counts.succeeded} succeeded, ${counts.failed} failed, ${counts.cancelled} cancelled, ${counts.pruned} pruned, ${counts.not_run} not run · generated ${e(generatedAt)}</p>
 <h2>LoRA vs OP-LoRA</h2>
 ${compTable}
 <h2>Arms</h2>

@@ -33,56 +33,77 @@ const thresholds = z
   .default([1e-2, 1e-3, 1e-4])
   .describe("relative excess levels (excess / initial excess) for steps_to_excess");
 
-export const MatrixFactorizationSpec = z.strictObject({
-  task: z.literal("matrix_factorization"),
-  seed: Seed,
-  device: Device,
-  matrix: MatrixConfig.prefault({}),
-  adapter: adapterSchema({}).prefault({ kind: "op-lora" }),
-  optimizer: Optimizer.extend({
-    name: OptimizerName.default("adam"),
-    lr: z.number().positive().default(3e-3),
-  }).prefault({}),
-  train: z
-    .strictObject({
-      steps: z.int().positive().default(2000),
-      log_every: z.int().positive().default(10).describe("record loss and effective rank every N steps"),
-      report_to: ReportTo,
-    })
-    .prefault({}),
-  thresholds,
-});
+export const MatrixFactorizationSpec = z
+  .strictObject({
+    task: z.literal("matrix_factorization"),
+    seed: Seed,
+    device: Device,
+    matrix: MatrixConfig.prefault({}),
+    adapter: adapterSchema({}).prefault({ kind: "op-lora" }),
+    optimizer: Optimizer.extend({
+      name: OptimizerName.default("adam"),
+      lr: z.number().positive().default(3e-3),
+    }).prefault({}),
+    train: z
+      .strictObject({
+        steps: z.int().positive().default(2000),
+        log_every: z.int().positive().default(10).describe("record loss and effective rank every N steps"),
+        report_to: ReportTo,
+      })
+      .prefault({}),
+    thresholds,
+  })
+  .superRefine((spec, ctx) => rankFits(spec.adapter.r, spec.matrix, ["adapter", "r"], ctx));
+
+/** Cross-field check: a rank-r factorisation of a rows x cols matrix needs r <= min(rows, cols). */
+function rankFits(
+  r: number,
+  matrix: { rows: number; cols: number },
+  path: string[],
+  ctx: z.RefinementCtx,
+): void {
+  const most = Math.min(matrix.rows, matrix.cols);
+  if (r > most)
+    ctx.addIssue({
+      code: "custom",
+      path,
+      input: r,
+      message: `rank ${r} exceeds min(matrix.rows, matrix.cols) = ${most}`,
+    });
+}
 
 const lrList = z.array(z.number().positive()).min(1);
 
-export const MatrixFactorizationStudySpec = z.strictObject({
-  task: z.literal("matrix_factorization_study"),
-  device: Device,
-  seeds: z.array(z.int().nonnegative()).min(1).default([0, 1]),
-  matrix: z.strictObject(matrixFields).prefault({ rows: 64, cols: 64 }),
-  spectra: z.array(Spectrum).min(1).default(["gaussian", "geometric", "power_law"]),
-  r: z.int().positive().default(8).describe("LoRA rank of both arms"),
-  generator: GeneratorConfig.prefault({}),
-  optimizers: z
-    .array(z.enum(["sgd", "momentum", "adam"]))
-    .min(1)
-    .default(["sgd", "momentum", "adam"]),
-  lr_grid: z
-    .strictObject({
-      // Measured at 64x64, r = 8 (loss normalised to 1 at step 0): OP-MF diverges above lr ~1 with plain SGD
-      // or momentum, MF only above ~30 (SGD); MF keeps speeding up to the top of each grid. Each grid spans
-      // both arms' best lrs as far as 5 values allow (table.md marks a best lr at a grid edge with *).
-      sgd: lrList.default([1, 3, 10, 30, 100]),
-      momentum: lrList.default([0.3, 1, 3, 10, 30]),
-      adam: lrList.default([3e-3, 1e-2, 3e-2, 1e-1, 3e-1]),
-    })
-    .prefault({})
-    .describe("each arm's learning rates; every arm uses its best, and both arms are also compared per lr"),
-  // 500 steps: the default study (180 trials) takes ~2-4 min on 2 busy CPU cores; bench/mf_study.py runs larger.
-  steps: z.int().positive().default(500).describe("optimizer steps per trial (the budget)"),
-  log_every: z.int().positive().default(10).describe("record loss and effective rank every N steps"),
-  thresholds,
-});
+export const MatrixFactorizationStudySpec = z
+  .strictObject({
+    task: z.literal("matrix_factorization_study"),
+    device: Device,
+    seeds: z.array(z.int().nonnegative()).min(1).default([0, 1]),
+    matrix: z.strictObject(matrixFields).prefault({ rows: 64, cols: 64 }),
+    spectra: z.array(Spectrum).min(1).default(["gaussian", "geometric", "power_law"]),
+    r: z.int().positive().default(8).describe("LoRA rank of both arms"),
+    generator: GeneratorConfig.prefault({}),
+    optimizers: z
+      .array(z.enum(["sgd", "momentum", "adam"]))
+      .min(1)
+      .default(["sgd", "momentum", "adam"]),
+    lr_grid: z
+      .strictObject({
+        // Measured at 64x64, r = 8 (loss normalised to 1 at step 0): OP-MF diverges above lr ~1 with plain SGD
+        // or momentum, MF only above ~30 (SGD); MF keeps speeding up to the top of each grid. Each grid spans
+        // both arms' best lrs as far as 5 values allow (table.md marks a best lr at a grid edge with *).
+        sgd: lrList.default([1, 3, 10, 30, 100]),
+        momentum: lrList.default([0.3, 1, 3, 10, 30]),
+        adam: lrList.default([3e-3, 1e-2, 3e-2, 1e-1, 3e-1]),
+      })
+      .prefault({})
+      .describe("each arm's learning rates; every arm uses its best, and both arms are also compared per lr"),
+    // 500 steps: the default study (180 trials) takes ~2-4 min on 2 busy CPU cores; bench/mf_study.py runs larger.
+    steps: z.int().positive().default(500).describe("optimizer steps per trial (the budget)"),
+    log_every: z.int().positive().default(10).describe("record loss and effective rank every N steps"),
+    thresholds,
+  })
+  .superRefine((spec, ctx) => rankFits(spec.r, spec.matrix, ["r"], ctx));
 
 /**
  * Metrics of one matrix factorisation run. Losses are mean squared errors

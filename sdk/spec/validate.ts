@@ -56,6 +56,7 @@ function describeIssue(issue: Issue, schema: z.ZodType | undefined): string {
   switch (issue.code) {
     case "invalid_type":
       if (issue.input === undefined) return `required (${article(issue.expected)})`;
+      if (typeof issue.input === "number" && !Number.isFinite(issue.input)) return nonFinite(issue.input);
       return `expected ${article(issue.expected)}${got}`;
     case "too_small":
     case "too_big": {
@@ -85,6 +86,12 @@ function describeIssue(issue: Issue, schema: z.ZodType | undefined): string {
   }
 }
 
+/** JSON.parse turns a literal beyond a double's range (1e400) into ±Infinity; say so, not "null". */
+function nonFinite(value: number): string {
+  if (Number.isNaN(value)) return "NaN is not a finite number";
+  return `${value > 0 ? "" : "-"}Infinity is not a finite number (a literal beyond ±1.8e308, e.g. 1e400, overflows a double)`;
+}
+
 function discriminatorValue(issue: Issue): unknown {
   const key = (issue as { discriminator?: string }).discriminator;
   const input = issue.input;
@@ -103,6 +110,7 @@ function lowerFirst(s: string): string {
 /** A value as a short, readable literal. */
 export function show(value: unknown): string {
   if (value === undefined) return "nothing";
+  if (typeof value === "number" && !Number.isFinite(value)) return String(value);
   let text: string;
   try {
     text = JSON.stringify(value) ?? String(value);

@@ -1,5 +1,6 @@
 /** Errors of sweeps and their run store; all are `OploraError`s. */
 import { OploraError } from "../errors.js";
+import type { LockHolder } from "../lock.js";
 
 /** The sweep's axes or trial specs are invalid; `problems` names each trial and path at fault. */
 export class SweepInvalidError extends OploraError {
@@ -15,8 +16,10 @@ export class SweepLockedError extends OploraError {
   constructor(
     readonly dir: string,
     readonly pid: number,
+    readonly holder?: LockHolder,
   ) {
-    super(`sweep directory ${dir} is in use by another sweep (pid ${pid}); wait for it or cancel it`);
+    const at = holder ? ` on ${holder.hostname} since ${holder.started_at}` : "";
+    super(`sweep directory ${dir} is in use by another sweep (pid ${pid}${at}); wait for it or cancel it`);
   }
 }
 

@@ -122,7 +122,7 @@ export function combinations(plan: SweepPlan): Record<string, unknown>[] {
   return combos;
 }
 
-function labelOf(axes: Record<string, unknown>): string {
+export function labelOf(axes: Record<string, unknown>): string {
   const parts = Object.entries(axes).map(([p, v]) => `${p}=${typeof v === "string" ? v : JSON.stringify(v)}`);
   return parts.length ? parts.join(" ") : "(base)";
 }

@@ -12,6 +12,15 @@ export {
   rayDoctor,
   SweepBackend,
 } from "./ray.js";
+export {
+  type Confirmation,
+  SEARCH_DB,
+  type SearchResults,
+  type SearchTrial,
+  type SearchTrialState,
+  type StudyResult,
+} from "./search.js";
+export { SearchBlock, type SearchBlockInput, SearchParam } from "./search-block.js";
 export { type ManifestTrial, readManifest, type SweepManifest, type TrialStatus } from "./store.js";
 export { STUDIES, type Study } from "./studies.js";
 export {

@@ -90,7 +90,10 @@ export class WarmLane implements Lane {
     const t0 = new Date();
     if (signal.aborted) return { status: "cancelled", result: null, error: null };
     const worker = this.ensure();
-    const onAbort = () => void worker.terminate(this.options.killGraceMs);
+    let terminating: Promise<void> | undefined;
+    const onAbort = () => {
+      terminating = worker.terminate(this.options.killGraceMs);
+    };
     signal.addEventListener("abort", onAbort, { once: true });
     try {
       const reply = await worker.run(trial.spec, dir, onEvent);
@@ -111,6 +114,9 @@ export class WarmLane implements Lane {
       return outcomeOf(result, status, e);
     } finally {
       signal.removeEventListener("abort", onAbort);
+      // a cancelled trial's worker is gone before the lane takes the next trial (a search prunes one
+      // trial and goes on: the next must not land on the dying worker)
+      await terminating;
     }
   }
 

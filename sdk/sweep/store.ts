@@ -10,11 +10,11 @@
  * directory is moved aside and deleted before it runs again, so results of different specs never mix.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
-import { hostname } from "node:os";
+import { mkdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { acquireDirLock } from "../lock.js";
 import type { RunResult } from "../result.js";
-import { writeFileAtomic } from "../run-dir.js";
+import { runDirProblem, writeFileAtomic } from "../run-dir.js";
 import { sameJson } from "./canonical.js";
 import { SweepLockedError } from "./errors.js";
 import type { SweepPlan } from "./expand.js";
@@ -23,7 +23,8 @@ export const MANIFEST = "sweep.json";
 export const LOCK = "sweep.lock";
 export const RUNS = "runs";
 
-export type TrialStatus = "pending" | "running" | "succeeded" | "failed" | "cancelled" | "not_run";
+/** `pruned`: a search trial the study's pruner stopped early (it ran fewer steps than the budget). */
+export type TrialStatus = "pending" | "running" | "succeeded" | "failed" | "cancelled" | "pruned" | "not_run";
 
 export interface ManifestTrial {
   index: number;
@@ -44,7 +45,7 @@ export interface SweepManifest {
   created_at: string;
   updated_at: string;
   base: unknown;
-  plan: SweepPlan;
+  plan: SweepPlan & { search?: unknown };
   mode: "warm" | "cold";
   trials: ManifestTrial[];
 }
@@ -80,56 +81,19 @@ export class ManifestWriter {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /**
- * Take the sweep directory's lock, or throw `SweepLockedError` when a live process holds it. A lock left
- * by a dead process (same host) is stale and taken over. Returns the function that releases it.
+ * Take the sweep directory's lock (sdk/lock.ts), or throw `SweepLockedError` when a live process holds it.
+ * Returns the function that releases it.
  */
 export async function acquireLock(sweepDir: string): Promise<() => Promise<void>> {
-  await mkdir(sweepDir, { recursive: true });
-  const path = join(sweepDir, LOCK);
-  const mine = { pid: process.pid, hostname: hostname(), started_at: new Date().toISOString() };
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fh = await open(path, "wx");
-      await fh.writeFile(`${JSON.stringify(mine)}\n`);
-      await fh.close();
-      return async () => {
-        const held = await readJson<{ pid: number }>(path);
-        if (held?.pid === process.pid) await rm(path, { force: true });
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    }
-    const held = await readJson<{ pid?: number; hostname?: string }>(path);
-    const pid = typeof held?.pid === "number" ? held.pid : undefined;
-    const otherHost = held?.hostname !== undefined && held.hostname !== mine.hostname;
-    if (pid !== undefined && (otherHost || alive(pid))) throw new SweepLockedError(sweepDir, pid);
-    // stale (dead owner, or a lock file we cannot read): move it aside atomically, then try again
-    const stale = `${path}.stale.${randomBytes(4).toString("hex")}`;
-    if (
-      await rename(path, stale).then(
-        () => true,
-        () => false,
-      )
-    )
-      await rm(stale, { force: true });
-  }
-  throw new SweepLockedError(sweepDir, -1);
+  const release = acquireDirLock(sweepDir, LOCK, (h) => new SweepLockedError(sweepDir, h.pid, h));
+  return async () => release();
 }
 
 /** A trial directory's reusable result: its result.json when it succeeded for exactly this spec. */
 export async function reusableResult(dir: string, spec: unknown): Promise<RunResult | undefined> {
   const result = await readJson<RunResult>(join(dir, "result.json"));
-  if (result?.status !== "succeeded") return undefined;
+  if (result?.status !== "succeeded" || runDirProblem(dir) !== null) return undefined; // corrupt: run again
   const recorded = await readJson(join(dir, "spec.json"));
   return recorded !== undefined && sameJson(recorded, spec) ? result : undefined;
 }

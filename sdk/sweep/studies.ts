@@ -31,12 +31,15 @@
  */
 import type { SpecInput } from "../spec/index.js";
 import type { SweepPlan } from "./expand.js";
+import type { SearchBlockInput } from "./search-block.js";
 
 export interface Study {
   name: string;
   summary: string;
   base: SpecInput;
   plan: SweepPlan;
+  /** A per-cell search instead of a grid (sweep/search-block.ts). */
+  search?: SearchBlockInput;
 }
 
 const mfBase = (
@@ -108,6 +111,22 @@ export const STUDIES: Record<string, Study> = {
       },
       axes: { "adapter.r": [4, 8, 16] },
       seeds: [0, 1, 2],
+    },
+  },
+  "mf-tuned": {
+    name: "mf-tuned",
+    summary:
+      "MF vs OP-MF, each arm's Adam lr tuned by a TPE search (16 trials, median pruner), confirmed on 3 seeds",
+    base: convergenceBase,
+    plan: { axes: { "adapter.kind": ["lora", "op-lora"] } },
+    search: {
+      space: { "optimizer.lr": { low: 1e-3, high: 3, log: true } },
+      trials: 16,
+      sampler: "tpe",
+      pruner: "median",
+      objective: "relative_excess",
+      confirmSeeds: [1, 2, 3],
+      seed: 0,
     },
   },
 };

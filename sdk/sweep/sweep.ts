@@ -16,7 +16,9 @@
 import { mkdir } from "node:fs/promises";
 import { relative, resolve } from "node:path";
 import { KILL_GRACE_MS } from "../bridge/process.js";
+import { resolvePython } from "../bridge/python.js";
 import type { RunEvent } from "../events.js";
+import { holderToken, SWEEP_HOLDER_ENV } from "../lock.js";
 import { type RunResult, scalarMetrics } from "../result.js";
 import type { SpecInput } from "../spec/index.js";
 import { EventStream } from "../stream.js";
@@ -25,6 +27,15 @@ import { expandSweep, type SweepPlan, type Trial } from "./expand.js";
 import { detectGpus } from "./gpus.js";
 import { type Lane, type Mode, makeLane, WarmLane } from "./lanes.js";
 import { type RayDriver, RayLane, SweepBackend, startRayDriver } from "./ray.js";
+import {
+  runStudy,
+  SearchProcess,
+  type SearchResults,
+  type StudyContext,
+  type StudyResult,
+  summarizeConfirmations,
+} from "./search.js";
+import { planSearch, probeTrials, type SearchBlockInput, type SearchPlan, trialFor } from "./search-block.js";
 import {
   acquireLock,
   clearTrialDir,
@@ -64,6 +75,11 @@ export interface SweepOptions extends SweepPlan {
    * runtimeEnv?, maxRetries?, sharedStore?, pendingTimeoutS?}` (one Ray task per trial; see sweep/ray.ts).
    */
   backend?: SweepBackend | undefined;
+  /**
+   * Tune per cell of the axes product instead of running a grid: one Optuna study per cell over
+   * `search.space` (see sweep/search-block.ts), then each cell's best re-run with `search.confirmSeeds`.
+   */
+  search?: SearchBlockInput | undefined;
 }
 
 /** A trial as events and rows name it. */
@@ -96,6 +112,8 @@ export interface SweepResults {
   stopped: boolean;
   /** The sweep's wall time, seconds. */
   wallS: number;
+  /** With a `search` block: the study per cell, its best, and the confirmation rows. */
+  search?: SearchResults;
 }
 
 export type SweepEvent =
@@ -117,13 +135,14 @@ function info(t: Trial): TrialInfo {
 
 /** Start a sweep. Throws SweepInvalidError at once (nothing started) when an axis or a trial is invalid. */
 export function sweep(base: SpecInput, options: SweepOptions): SweepHandle {
-  const trials = expandSweep(base, options);
+  const search = options.search === undefined ? undefined : planSearch(base, options, options.search);
+  const trials = search ? [] : expandSweep(base, options);
   const backend = SweepBackend.safeParse(options.backend ?? { kind: "local" });
   if (!backend.success)
     throw new SweepInvalidError(
       backend.error.issues.map((i) => `backend${i.path.map((p) => `.${String(p)}`).join("")}: ${i.message}`),
     );
-  return new SweepHandle(base, trials, { ...options, backend: backend.data });
+  return new SweepHandle(base, trials, { ...options, backend: backend.data }, search);
 }
 
 /** The devices to pin, one per slot: the given list, or every GPU when "auto" finds two or more. */
@@ -142,25 +161,20 @@ class Ledger {
 
   constructor(
     private readonly dir: string,
-    private readonly trials: readonly Trial[],
+    private readonly trials: Trial[],
     base: SpecInput,
     options: SweepOptions,
     mode: Mode,
+    search?: SearchPlan["block"],
   ) {
     const now = new Date().toISOString();
     const plan: SweepPlan = {
       ...(options.axes && { axes: options.axes }),
       ...(options.zip && { zip: options.zip }),
       ...(options.seeds && { seeds: options.seeds }),
+      ...(search && { search }),
     };
-    this.entries = trials.map((t) => ({
-      ...info(t),
-      hash: t.hash,
-      dir: relative(dir, trialDir(dir, t.id)),
-      status: "pending",
-      reused: false,
-      error: null,
-    }));
+    this.entries = trials.map((t) => this.entryOf(t));
     this.manifest = new ManifestWriter(dir, {
       version: 1,
       created_at: now,
@@ -170,6 +184,31 @@ class Ledger {
       mode,
       trials: this.entries,
     });
+  }
+
+  private entryOf(t: Trial): ManifestTrial {
+    return {
+      ...info(t),
+      hash: t.hash,
+      dir: relative(this.dir, trialDir(this.dir, t.id)),
+      status: "pending",
+      reused: false,
+      error: null,
+    };
+  }
+
+  /** A trial found while the sweep runs (a search trial): the same trial (by id) is added once. */
+  add(t: Trial): Trial {
+    const known = this.trials.find((k) => k.id === t.id);
+    if (known) return known;
+    const added = { ...t, index: this.trials.length };
+    this.trials.push(added);
+    this.entries.push(this.entryOf(added));
+    return added;
+  }
+
+  get all(): readonly Trial[] {
+    return this.trials;
   }
 
   entry(t: Trial): ManifestTrial {
@@ -208,12 +247,15 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
   readonly trials: readonly Trial[];
   private readonly stop = new AbortController();
   private readonly lanes: Lane[] = [];
+  private ray: RayDriver | undefined;
+  private searchPid: number | undefined;
 
   /** @internal use `sweep()` */
   constructor(
     base: SpecInput,
     trials: Trial[],
     private readonly options: SweepOptions,
+    private readonly plan?: SearchPlan,
   ) {
     super();
     this.dir = resolve(options.outDir);
@@ -226,7 +268,8 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
 
   /** Every process id started so far (workers or per-trial processes). */
   get pids(): number[] {
-    return this.lanes.flatMap((l) => l.pids);
+    const search = this.searchPid === undefined ? [] : [this.searchPid];
+    return [...search, ...this.lanes.flatMap((l) => l.pids)];
   }
 
   /** Cancel every running trial, start no more, and wait until every process is gone. */
@@ -239,50 +282,15 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     const t0 = performance.now();
     await mkdir(this.dir, { recursive: true });
     const release = await acquireLock(this.dir);
-    let ray: RayDriver | undefined;
     try {
       const mode: Mode = this.options.mode ?? "warm";
-      const ledger = new Ledger(this.dir, this.trials, base, this.options, mode);
-      // resume: reuse what already succeeded for the same spec
-      const queue: Trial[] = [];
-      for (const t of this.trials) {
-        const done = await reusableResult(trialDir(this.dir, t.id), t.spec);
-        if (done)
-          this.push({
-            type: "trial_skipped",
-            trial: info(t),
-            row: ledger.record(t, "succeeded", done, true, null),
-          });
-        else queue.push(t);
-      }
-      await ledger.save();
-      const o = this.options;
-      const devices = pinnedDevices(o.devices, queue.length);
-      // Ray backend: one driver for the sweep; it refuses unfit trials before anything runs
-      if (o.backend?.kind === "ray" && queue.length > 0) {
-        const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
-        ray = await startRayDriver(o.backend, queue, {
-          python: o.python,
-          env: o.env,
-          onStderr: o.onStderr,
-          killGraceMs,
-        });
-      }
-      const wanted = o.concurrency ?? (ray ? queue.length : devices.length || 1);
-      const slots = Math.max(1, Math.min(wanted, Math.max(1, queue.length)));
-      this.push({
-        type: "sweep_started",
-        dir: this.dir,
-        trials: this.trials.length,
-        toRun: queue.length,
-        slots,
-      });
-      await this.runSlots(slots, devices, mode, queue, ledger, ray);
-
+      const ledger = new Ledger(this.dir, this.trials as Trial[], base, this.options, mode, this.plan?.block);
+      const search = this.plan ? await this.executeSearch(base, this.plan, mode, ledger) : undefined;
+      if (!this.plan) await this.executeGrid(mode, ledger);
       for (const t of this.trials) if (!ledger.rows.has(t.id)) ledger.record(t, "not_run", null, false, null);
       await ledger.save();
       const rows = this.trials.map((t) => ledger.rows.get(t.id) as TrialRow);
-      const counts = { succeeded: 0, failed: 0, cancelled: 0, not_run: 0 };
+      const counts = { succeeded: 0, failed: 0, cancelled: 0, pruned: 0, not_run: 0 };
       for (const r of rows) counts[r.status]++;
       const results: SweepResults = {
         dir: this.dir,
@@ -290,13 +298,162 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
         counts,
         stopped: this.stop.signal.aborted,
         wallS: (performance.now() - t0) / 1000,
+        ...(search && { search }),
       };
       this.push({ type: "sweep_finished", results });
       return results;
     } finally {
-      await ray?.close(Math.max(this.options.killGraceMs ?? KILL_GRACE_MS, RAY_CLOSE_GRACE_MS));
+      await this.ray?.close(Math.max(this.options.killGraceMs ?? KILL_GRACE_MS, RAY_CLOSE_GRACE_MS));
       await release();
     }
+  }
+
+  /** Ray backend: one driver for the sweep; it refuses unfit trials before anything runs. */
+  private async startRay(trials: readonly Trial[]): Promise<RayDriver | undefined> {
+    const o = this.options;
+    if (o.backend?.kind !== "ray" || trials.length === 0) return undefined;
+    const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
+    this.ray = await startRayDriver(o.backend, trials, {
+      python: o.python,
+      env: o.env,
+      onStderr: o.onStderr,
+      killGraceMs,
+    });
+    return this.ray;
+  }
+
+  private async executeGrid(mode: Mode, ledger: Ledger): Promise<void> {
+    // resume: reuse what already succeeded for the same spec
+    const queue: Trial[] = [];
+    for (const t of this.trials) {
+      const done = await reusableResult(trialDir(this.dir, t.id), t.spec);
+      if (done)
+        this.push({
+          type: "trial_skipped",
+          trial: info(t),
+          row: ledger.record(t, "succeeded", done, true, null),
+        });
+      else queue.push(t);
+    }
+    await ledger.save();
+    const o = this.options;
+    const devices = pinnedDevices(o.devices, queue.length);
+    const ray = await this.startRay(queue);
+    const wanted = o.concurrency ?? (ray ? queue.length : devices.length || 1);
+    const slots = Math.max(1, Math.min(wanted, Math.max(1, queue.length)));
+    this.push({
+      type: "sweep_started",
+      dir: this.dir,
+      trials: this.trials.length,
+      toRun: queue.length,
+      slots,
+    });
+    await this.runSlots(slots, devices, mode, queue, ledger, ray);
+  }
+
+  /**
+   * The search: each cell's study run to `trials` done trials on the sweep's lanes (sweep/search.ts), then
+   * each cell's best re-run with the confirmation seeds through the ordinary scheduler.
+   */
+  private async executeSearch(
+    base: SpecInput,
+    plan: SearchPlan,
+    mode: Mode,
+    ledger: Ledger,
+  ): Promise<SearchResults> {
+    const o = this.options;
+    const ray = await this.startRay(probeTrials(base, plan));
+    const devices = pinnedDevices(o.devices, 1);
+    const slots = Math.max(1, o.concurrency ?? (devices.length || 1));
+    const lanes = Array.from({ length: slots }, (_, slot) =>
+      this.makeSlotLane(devices.length ? (devices[slot % devices.length] as string) : null, mode, ray),
+    );
+    this.lanes.push(...lanes);
+    const total = plan.cells.length * plan.block.trials;
+    this.push({ type: "sweep_started", dir: this.dir, trials: total, toRun: total, slots });
+    const searcher = new SearchProcess(resolvePython(o), o.env);
+    this.searchPid = searcher.pid;
+    const studies = [];
+    try {
+      const ctx: StudyContext = {
+        base,
+        block: plan.block,
+        dir: this.dir,
+        lanes,
+        signal: this.stop.signal,
+        search: searcher,
+        onStart: (t) => {
+          const known = ledger.add(t);
+          ledger.record(known, "failed", null, false, null);
+          ledger.entry(known).status = "running";
+          this.push({ type: "trial_started", trial: info(known), slot: 0, device: null });
+          return known;
+        },
+        onEvent: (t, event) => this.push({ type: "trial_progress", trial: info(t), event }),
+        onDone: async (t, status, outcome, reused) => {
+          const row = ledger.record(
+            t,
+            status,
+            outcome.result,
+            reused,
+            status === "failed" ? outcome.error : null,
+          );
+          await ledger.save();
+          const type =
+            status === "succeeded"
+              ? "trial_finished"
+              : status === "failed"
+                ? "trial_failed"
+                : "trial_cancelled";
+          this.push({ type, trial: info(t), row });
+        },
+      };
+      for (const cell of plan.cells) {
+        if (this.stop.signal.aborted) break;
+        studies.push(await runStudy(ctx, cell));
+      }
+    } finally {
+      await searcher.close();
+      for (const lane of lanes) if (lane instanceof WarmLane) await lane.close();
+    }
+    const confirmOf = (st: StudyResult): Trial[] =>
+      st.best === null
+        ? []
+        : plan.block.confirmSeeds.map((seed) =>
+            ledger.add(trialFor(base, { ...st.axes, ...st.best?.params, seed })),
+          );
+    const confirm = studies.flatMap(confirmOf);
+    if (!this.stop.signal.aborted) await this.executeQueue(confirm, slots, devices, mode, ledger, ray);
+    return summarizeConfirmations(studies, plan.block, (st) =>
+      confirmOf(st).flatMap((t) => {
+        const row = ledger.rows.get(t.id);
+        return row ? [row] : [];
+      }),
+    );
+  }
+
+  /** Run `trials` (skipping those already succeeded) on `slots` fresh lanes. */
+  private async executeQueue(
+    trials: Trial[],
+    slots: number,
+    devices: readonly string[],
+    mode: Mode,
+    ledger: Ledger,
+    ray: RayDriver | undefined,
+  ): Promise<void> {
+    const queue: Trial[] = [];
+    for (const t of trials) {
+      const done = await reusableResult(trialDir(this.dir, t.id), t.spec);
+      if (done)
+        this.push({
+          type: "trial_skipped",
+          trial: info(t),
+          row: ledger.record(t, "succeeded", done, true, null),
+        });
+      else queue.push(t);
+    }
+    await ledger.save();
+    if (queue.length) await this.runSlots(Math.min(slots, queue.length), devices, mode, queue, ledger, ray);
   }
 
   /** Run the queue on `slots` lanes; one broken slot (e.g. the disk) stops the others, then throws. */
@@ -321,6 +478,19 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     if (broken) throw broken.reason;
   }
 
+  /** The lane one slot runs its trials on (grid and search alike), pinned to DEVICE when given. */
+  private makeSlotLane(device: string | null, mode: Mode, ray: RayDriver | undefined): Lane {
+    if (ray) return new RayLane(ray);
+    const o = this.options;
+    const env = {
+      ...o.env,
+      [SWEEP_HOLDER_ENV]: holderToken(), // this sweep holds the store: its trials may write there
+      ...(device !== null && { CUDA_VISIBLE_DEVICES: device }),
+    };
+    const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
+    return makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
+  }
+
   /** One slot: a lane that takes trials off the queue until it is empty or the sweep stops. */
   private async runSlot(
     slot: number,
@@ -330,12 +500,7 @@ export class SweepHandle extends EventStream<SweepEvent, SweepResults> {
     ledger: Ledger,
     ray: RayDriver | undefined,
   ): Promise<void> {
-    const o = this.options;
-    const env = { ...o.env, ...(device !== null && { CUDA_VISIBLE_DEVICES: device }) };
-    const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
-    const lane = ray
-      ? new RayLane(ray)
-      : makeLane(mode, { python: o.python, env, killGraceMs, onStderr: o.onStderr });
+    const lane = this.makeSlotLane(device, mode, ray);
     this.lanes.push(lane);
     if (lane instanceof WarmLane && queue.length > 0) lane.warm();
     try {

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { CancelledError, ProcessCrashedError } from "../../sdk/errors.js";
 import { RunResult } from "../../sdk/result.js";
 import { run } from "../../sdk/run.js";
+import { readEvents } from "../../sdk/run-dir.js";
 import { FAKE_PYTHON, tempRunDir } from "./helpers.js";
 
 const SPEC = { task: "matrix_factorization", device: "cpu" } as const;
@@ -25,6 +26,20 @@ describe("run", () => {
     expect(result.timing?.wall_s).toBeGreaterThanOrEqual(0);
     expect(handle.lastStep?.step).toBe(0);
     expect(handle.events[0]?.type).toBe("started");
+  });
+
+  it("Python SIGKILLed -> events.ndjson ends with a terminal error event (the SDK appends it)", async () => {
+    const outDir = tempRunDir();
+    const handle = run(SPEC, { outDir, python: FAKE_PYTHON, env: { FAKE_MODE: "sigkill" } });
+    await handle.result().catch(() => undefined);
+    const events = readEvents(outDir);
+    const last = events.at(-1);
+    expect(events[0]?.type).toBe("started");
+    expect(last?.type).toBe("error");
+    if (last?.type !== "error") return;
+    expect(last.error.type).toBe("ProcessCrashed");
+    expect(last.error.message).toContain("killed by SIGKILL");
+    expect(last.seq).toBe(Math.max(...events.slice(0, -1).map((e) => e.seq)) + 1);
   });
 
   it("an already-aborted signal: nothing starts, the handle rejects with CancelledError", async () => {

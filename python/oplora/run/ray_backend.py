@@ -209,7 +209,7 @@ def run_trial(trial_id: str, spec: dict[str, Any], hub: Any, shared_dir: str | N
     forwarder = threading.Thread(target=_forward_events, args=(read_fd, trial_id, hub), daemon=True)
     forwarder.start()
     try:
-        result, code = run_spec(spec, run_dir, events_fd=write_fd, resume=resume)
+        result, code = run_spec(spec, run_dir, events_fd=write_fd, resume=resume, in_sweep=True)
         forwarder.join(timeout=5)
         write_json_atomic(run_dir / "ray.json", placed) if run_dir.exists() else None
         tar = _tar_dir(run_dir) if (run_dir.exists() and not shared_dir) else None

@@ -27,6 +27,7 @@ from typing import Any
 
 from .environment import resolve_device, versions
 from .events import EventSink
+from .lock import RUN_LOCK, LockHeld, acquire_run_lock, check_sweep_store
 from .rundir import write_json_atomic
 from .spec import SpecError, validate_spec
 from .tracking import Tracking, check_available
@@ -127,8 +128,9 @@ def _watch_stdin() -> None:
 
 
 def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool) -> None:
-    """Refuse to write into a folder holding another run: nothing already written gets lost."""
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    """Refuse to write into a folder holding another run: nothing already written gets lost. Its lock file
+    alone does not count (run.lock: the lock itself decides whether its holder is alive)."""
+    if not run_dir.exists() or all(p.name == RUN_LOCK for p in run_dir.iterdir()):
         return
     if not resume:
         raise InputError(
@@ -148,21 +150,32 @@ def run_spec(
     events_fd: int | None = None,
     watch_stdin: bool = False,
     resume: bool = False,
+    in_sweep: bool = False,
 ) -> tuple[dict[str, Any] | None, int]:
     """Run one spec. Returns (result, exit code); result is None when the spec or run dir was refused
-    (then nothing was created and the reason was printed to stderr)."""
+    (then nothing was created and the reason was printed to stderr). The run holds RUN_DIR/run.lock while it
+    writes (run/lock.py); `in_sweep`: it is a trial of the sweep holding the store it is in."""
     try:
         spec = validate_spec(raw_spec)
         check_available(spec.get("train", {}).get("report_to") or [])
         check_run_dir(run_dir, spec, resume)
-    except (SpecError, InputError) as e:
+        release = acquire_run_lock(run_dir, take_over=check_sweep_store(run_dir, in_sweep))
+    except (SpecError, InputError, LockHeld) as e:
         print(f"oplora: {e}", file=sys.stderr)
         sink = EventSink(None, events_fd)
         sink.emit("error", error={"type": type(e).__name__, "message": str(e), "traceback": ""})
         sink.close()
         return None, EXIT_INVALID
+    try:  # the lock is held until result.json and the terminal event are written
+        return _run_locked(spec, run_dir, events_fd, watch_stdin)
+    finally:
+        release()
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def _run_locked(
+    spec: dict[str, Any], run_dir: Path, events_fd: int | None, watch_stdin: bool
+) -> tuple[dict[str, Any], int]:
+    """The run itself, with RUN_DIR/run.lock held: spec.json, events, the task, result.json."""
     write_json_atomic(run_dir / "spec.json", spec)
     sink = EventSink(run_dir / "events.ndjson", events_fd)
     ctx = RunContext(spec=spec, run_dir=run_dir, events=sink)

@@ -145,4 +145,22 @@ def validate_spec(spec: Any) -> dict[str, Any]:
     problems = _problems(filled, root)
     if problems:  # a default that contradicts the schema is our bug, but say so plainly
         raise SpecError([f"after filling defaults: {p}" for p in problems])
+    problems = _cross_field(filled)
+    if problems:
+        raise SpecError(problems)
     return filled
+
+
+def _cross_field(spec: dict[str, Any]) -> list[str]:
+    """The checks JSON Schema cannot state (the SDK's zod superRefine): MF rank r <= min(rows, cols)."""
+    task = spec.get("task")
+    if task == "matrix_factorization":
+        r, path = spec["adapter"]["r"], "adapter.r"
+    elif task == "matrix_factorization_study":
+        r, path = spec["r"], "r"
+    else:
+        return []
+    most = min(spec["matrix"]["rows"], spec["matrix"]["cols"])
+    if r > most:
+        return [f"{path}: rank {r} exceeds min(matrix.rows, matrix.cols) = {most}, got {r}"]
+    return []

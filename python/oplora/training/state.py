@@ -46,6 +46,75 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# --- pickle-free state: tensors in safetensors, the rest in JSON ---------------------------------------
+
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+_PICKLES = ("optimizer.pt", "scheduler.pt", "rng.pt")
+
+
+def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """`obj` as JSON: tensors and numpy arrays go to `tensors` (by index), tuples and dicts keep their types."""
+    import numpy as np
+
+    if isinstance(obj, torch.Tensor):
+        tensors[str(len(tensors))] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": str(len(tensors) - 1)}
+    if isinstance(obj, np.ndarray):
+        tensors[str(len(tensors))] = torch.from_numpy(np.ascontiguousarray(obj)).clone()
+        return {"__ndarray__": str(len(tensors) - 1)}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(x, tensors) for x in obj]}
+    if isinstance(obj, list):
+        return [_encode(x, tensors) for x in obj]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"training state: cannot store a {type(obj).__name__} without pickle")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(x, tensors) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__ndarray__" in obj:
+        return tensors[obj["__ndarray__"]].numpy()
+    if "__tuple__" in obj:
+        return tuple(_decode(x, tensors) for x in obj["__tuple__"])
+    return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
+
+
+def save_training_state(folder: Path, state: dict[str, Any]) -> None:
+    """Write `state` (state dicts, RNG states) as FOLDER/training_state.{safetensors,json}: no pickle."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    encoded = _encode(state, tensors)
+    save_file(tensors, str(Path(folder) / STATE_TENSORS))
+    (Path(folder) / STATE_JSON).write_text(json.dumps(encoded))
+
+
+def load_training_state(folder: Path) -> dict[str, Any]:
+    """Read what `save_training_state` wrote. A checkpoint holding pickle files (`.pt`) is refused unread."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    for name in _PICKLES:
+        if (folder / name).exists():
+            raise ValueError(
+                f"checkpoint {folder / name}: a pickle file; oplora never unpickles training state "
+                f"(it could run arbitrary code). Resume needs {STATE_TENSORS} + {STATE_JSON}"
+            )
+    for name in (STATE_TENSORS, STATE_JSON):
+        if not (folder / name).exists():
+            raise ValueError(f"checkpoint {folder}: {name} is missing")
+    return _decode(json.loads((folder / STATE_JSON).read_text()), load_file(str(folder / STATE_TENSORS)))
+
+
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step-{step:06d}"
 
@@ -58,8 +127,8 @@ def save_checkpoint(
     scheduler: Any,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write DIR/checkpoints/step-NNNNNN/ (trainable.safetensors, optimizer.pt, scheduler.pt, rng.pt,
-    state.json) atomically: a folder is renamed into place only when complete, so `latest_checkpoint`
+    """Write DIR/checkpoints/step-NNNNNN/ (trainable.safetensors, training_state.{safetensors,json} with the
+    optimizer, scheduler and RNG states, state.json) atomically: a folder is renamed into place only when complete, so `latest_checkpoint`
     never returns a half-written one. `module` is the unwrapped module (accelerator.unwrap_model)."""
     from safetensors.torch import save_file
 
@@ -67,9 +136,8 @@ def save_checkpoint(
     tmp = final.with_name(final.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+    save_training_state(tmp, state)
     (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}))
     if final.exists():
         import shutil
@@ -96,6 +164,7 @@ def load_checkpoint(
     (`step` and whatever `extra` was saved). Refuses a checkpoint whose parameter names or shapes differ."""
     from safetensors.torch import load_file
 
+    training = load_training_state(path)
     saved = load_file(str(Path(path) / "trainable.safetensors"))
     params = {n: p for n, p in module.named_parameters() if p.requires_grad}
     if set(saved) != set(params):
@@ -111,7 +180,7 @@ def load_checkpoint(
                     f"checkpoint {path}: {n} has shape {tuple(saved[n].shape)}, model {tuple(p.shape)}"
                 )
             p.copy_(saved[n].to(p.device, p.dtype))
-    optimizer.load_state_dict(torch.load(Path(path) / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(Path(path) / "scheduler.pt", weights_only=False))
-    _set_rng_state(torch.load(Path(path) / "rng.pt", weights_only=False))
+    optimizer.load_state_dict(training["optimizer"])
+    scheduler.load_state_dict(training["scheduler"])
+    _set_rng_state(training["rng"])
     return json.loads((Path(path) / "state.json").read_text())

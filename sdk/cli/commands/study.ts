@@ -35,6 +35,7 @@ export const studyCommand: Command = {
         devices: flags.devices,
         failFast: Boolean(args.values["fail-fast"]),
         backend: flags.backend,
+        search: study.search,
       },
       !args.values["no-report"],
     );

@@ -1,9 +1,12 @@
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { z } from "zod";
 import { writeReport } from "../../report/index.js";
 import type { SpecInput } from "../../spec/index.js";
+import { formatIssues } from "../../spec/validate.js";
 import type { SweepPlan } from "../../sweep/expand.js";
-import type { SweepBackend } from "../../sweep/ray.js";
+import { SweepBackend } from "../../sweep/ray.js";
+import type { SearchBlockInput } from "../../sweep/search-block.js";
 import { type SweepOptions, sweep } from "../../sweep/sweep.js";
 import { type Command, EXIT, parseCommandArgs, readJsonFile, UsageError } from "../command.js";
 import { SweepProgress } from "../sweep-progress.js";
@@ -13,22 +16,48 @@ const HELP = `usage: oplora sweep SWEEP.json|SWEEP.ts [--out DIR] [--concurrency
                     [--fail-fast] [--no-report]
 
 Run a sweep: SWEEP.json is {"base": SPEC, "axes": {"adapter.kind": ["lora", "op-lora"], ...},
-"zip": {...} | [{...}], "seeds": [0, 1], "outDir"?, "concurrency"?, "mode"?, "backend"?}; a .ts file
+"zip": {...} | [{...}], "seeds": [0, 1], "outDir"?, "concurrency"?, "mode"?, "backend"?, "search"?}; a .ts file
 default-exports the same object. --backend ray (or --ray-address, or "backend": {"kind": "ray", "address":
 "HOST:PORT"} in the file) runs each trial as a Ray task on that cluster (needs the oplora[ray] extra;
 check the cluster first with \`oplora doctor --ray HOST:PORT\`); the default runs trials on this machine. Trials already succeeded in DIR are skipped; failed ones run again. Ctrl-C cancels every
-running trial and keeps the finished ones. Ends with a report in DIR/report/ (unless --no-report).
+running trial and keeps the finished ones. With "search": {"space": {"optimizer.lr": {"low": 1e-4,
+"high": 1, "log": true}}, "trials": 16, "objective": "final_loss", ...} each cell of the axes product is
+tuned by an Optuna study (SQLite DIR/search.db; rerunning resumes it), then its best is re-run with
+"confirmSeeds". Ends with a report in DIR/report/ (unless --no-report).
 Exit 0 when every trial succeeded, 1 when some failed, 2 when the sweep file, an axis or a trial's spec is
 invalid (nothing runs), 130 when cancelled.`;
 
-export interface SweepFile extends SweepPlan {
-  base: SpecInput;
-  outDir?: string;
-  concurrency?: number;
-  mode?: "warm" | "cold";
-  devices?: string[];
-  failFast?: boolean;
-  backend?: SweepBackend;
+const Axes = z.record(z.string(), z.array(z.unknown()).min(1));
+
+/** Every key of a sweep file (and of the sweep flags): unknown keys refused, each field named. */
+export const SweepFileSchema = z.strictObject({
+  base: z.record(z.string(), z.unknown()),
+  axes: Axes.optional(),
+  zip: z.union([Axes, z.array(Axes)]).optional(),
+  seeds: z.array(z.int().nonnegative()).min(1).optional(),
+  outDir: z.string().min(1).optional(),
+  concurrency: z.int().positive().optional(),
+  mode: z.enum(["warm", "cold"]).optional(),
+  devices: z.array(z.string().min(1)).optional(),
+  failFast: z.boolean().optional(),
+  backend: SweepBackend.optional(),
+  // checked field by field when the sweep plans its search (sdk/sweep/search-block.ts)
+  search: z.unknown().optional(),
+});
+
+export type SweepFile = z.infer<typeof SweepFileSchema> &
+  SweepPlan & { base: SpecInput; search?: SearchBlockInput };
+
+const SweepFlagsSchema = SweepFileSchema.pick({ concurrency: true, mode: true, devices: true });
+
+/** Parse a sweep file's object strictly; problems -> UsageError naming `where` and each field. */
+export function parseSweepFile(input: unknown, where: string): SweepFile {
+  const parsed = SweepFileSchema.safeParse(input, { reportInput: true });
+  if (!parsed.success) {
+    const lines = formatIssues(parsed.error.issues, SweepFileSchema, input);
+    throw new UsageError(`${where}: invalid sweep file:\n${lines.map((l) => `  - ${l}`).join("\n")}`);
+  }
+  return parsed.data as SweepFile;
 }
 
 async function loadSweepFile(path: string): Promise<SweepFile> {
@@ -46,12 +75,12 @@ async function loadSweepFile(path: string): Promise<SweepFile> {
     const cfg = (mod.default as { default?: unknown } | undefined)?.default ?? mod.default;
     if (!cfg || typeof cfg !== "object")
       throw new UsageError(`${path}: expected a default export {base, axes, ...}`);
-    return cfg as SweepFile;
+    return parseSweepFile(cfg, path);
   }
   const cfg = readJsonFile(path, "SWEEP.json");
   if (!cfg || typeof cfg !== "object" || !("base" in cfg))
     throw new UsageError(`${path}: expected {"base": SPEC, "axes": {...}}`);
-  return cfg as SweepFile;
+  return parseSweepFile(cfg, path);
 }
 
 /** Run a sweep in the terminal with progress and Ctrl-C handling; returns the exit code. */
@@ -84,15 +113,18 @@ export async function runSweepCli(
   }
 }
 
+/** The sweep flags, through the sweep file's own schema (so a flag and a file key refuse the same values). */
 export function parseSweepFlags(values: Record<string, string | boolean | undefined>) {
-  const n = values.concurrency === undefined ? undefined : Number(values.concurrency);
-  if (n !== undefined && (!Number.isInteger(n) || n < 1))
-    throw new UsageError(`--concurrency: expected a positive integer, got ${values.concurrency}`);
-  const mode = values.mode;
-  if (mode !== undefined && mode !== "warm" && mode !== "cold")
-    throw new UsageError(`--mode: expected warm or cold, got ${mode}`);
-  const devices =
-    typeof values.devices === "string" ? values.devices.split(",").map((s) => s.trim()) : undefined;
+  const input = {
+    ...(values.concurrency !== undefined && { concurrency: Number(values.concurrency) }),
+    ...(values.mode !== undefined && { mode: values.mode }),
+    ...(typeof values.devices === "string" && { devices: values.devices.split(",").map((s) => s.trim()) }),
+  };
+  const parsed = SweepFlagsSchema.safeParse(input, { reportInput: true });
+  if (!parsed.success) {
+    const lines = formatIssues(parsed.error.issues, SweepFlagsSchema, input);
+    throw new UsageError(lines.map((l) => `--${l}`).join("\n"));
+  }
   const kind = values.backend ?? (values["ray-address"] !== undefined ? "ray" : undefined);
   if (kind !== undefined && kind !== "local" && kind !== "ray")
     throw new UsageError(`--backend: expected local or ray, got ${kind}`);
@@ -105,7 +137,7 @@ export function parseSweepFlags(values: Record<string, string | boolean | undefi
     );
   const backend: SweepBackend | undefined =
     kind === "ray" ? { kind, address: address as string } : kind === "local" ? { kind } : undefined;
-  return { concurrency: n, mode: mode as "warm" | "cold" | undefined, devices, backend };
+  return { ...parsed.data, backend };
 }
 
 export const SWEEP_FLAGS = {
@@ -143,6 +175,7 @@ export const sweepCommand: Command = {
         devices: flags.devices ?? cfg.devices,
         failFast: Boolean(args.values["fail-fast"]) || cfg.failFast,
         backend: flags.backend ?? cfg.backend,
+        search: cfg.search,
       },
       !args.values["no-report"],
     );

@@ -49,3 +49,16 @@ def test_input_is_not_mutated():
     raw = {"task": "matrix_factorization"}
     validate_spec(raw)
     assert raw == {"task": "matrix_factorization"}
+
+
+def test_mf_rank_above_min_rows_cols_is_refused():
+    spec = {
+        "task": "matrix_factorization",
+        "matrix": {"rows": 4, "cols": 6},
+        "adapter": {"kind": "lora", "r": 5},
+    }
+    with pytest.raises(SpecError) as e:
+        validate_spec(spec)
+    assert e.value.problems == ["adapter.r: rank 5 exceeds min(matrix.rows, matrix.cols) = 4, got 5"]
+    spec["adapter"]["r"] = 4
+    assert validate_spec(spec)["adapter"]["r"] == 4

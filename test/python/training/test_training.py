@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from oplora.training.export import save_peft_dir
 from oplora.training.loop import build_accelerator, build_lr_scheduler, build_optimizer, peak_memory_bytes
@@ -91,6 +92,36 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     _train(m3, o3, s3, range(3, 6))
     for a, b in zip(m1.parameters(), m3.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class _Planted:
+    """A pickle payload: unpickling it would create `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_holds_no_pickle_and_a_planted_pickle_is_refused_unrun(tmp_path):
+    m, train = _model(), {"steps": 4, "lr_scheduler": "cosine", "lr_warmup_steps": 1}
+    o = build_optimizer(_trainable(m), {"name": "adamw", "lr": 1e-2})
+    s = build_lr_scheduler(o, train)
+    _train(m, o, s, range(2))
+    path = save_checkpoint(tmp_path, 2, m, o, s)
+    assert sorted(p.name for p in path.iterdir()) == [
+        "state.json",
+        "trainable.safetensors",
+        "training_state.json",
+        "training_state.safetensors",
+    ]
+    marker = tmp_path / "pwned"
+    torch.save({"state": _Planted(marker)}, path / "optimizer.pt")  # a shared run dir with a planted file
+    with pytest.raises(ValueError, match=r"optimizer\.pt: a pickle file") as e:
+        load_checkpoint(path, _model(), o, s)
+    assert str(path / "optimizer.pt") in str(e.value)
+    assert not marker.exists()
 
 
 def test_latest_checkpoint_none(tmp_path):

@@ -7,6 +7,7 @@ import {
   InputError,
   ProcessCrashedError,
   PythonEnvironmentError,
+  RunLockedError,
   SpecInvalidError,
   TrainingFailedError,
 } from "../../../sdk/errors.js";
@@ -86,6 +87,32 @@ describe("job lane (fake task, real runner)", () => {
     expect(readResult(opts.outDir)?.status).toBe("cancelled");
     expect(isAlive(handle.pid as number)).toBe(false);
   }, 30_000);
+
+  it("a second writer on a running run's dir is refused (RunLockedError naming Python's pid); lock released after", async () => {
+    const opts = fake("slow");
+    const first = run(SPEC, opts);
+    const iterate = async () => {
+      for await (const ev of first) if (ev.type === "step" && ev.step >= 2) break;
+    };
+    const lock = join(opts.outDir, "run.lock");
+    const events = join(opts.outDir, "events.ndjson");
+    const stepped = () =>
+      existsSync(lock) && existsSync(events) && readFileSync(events, "utf8").includes('"step"');
+    expect(await waitUntil(stepped, 20_000)).toBe(true);
+    const holder = JSON.parse(readFileSync(lock, "utf8")) as { pid: number };
+    expect(holder.pid).toBe(first.pid);
+    const before = readdirSync(opts.outDir).map((f) => [f, readFileSync(join(opts.outDir, f), "utf8")]);
+    const second = () => run(SPEC, { ...opts, resume: true });
+    expect(second).toThrow(RunLockedError);
+    expect(second).toThrow(new RegExp(`in use by another run \\(pid ${first.pid} on \\S+ since `));
+    expect(second).toThrow(InputError);
+    expect(readdirSync(opts.outDir).filter((f) => f !== "events.ndjson")).toEqual(
+      before.map(([f]) => f as string).filter((f) => f !== "events.ndjson"),
+    );
+    await iterate();
+    await expect(first.result()).rejects.toBeInstanceOf(CancelledError);
+    expect(existsSync(lock)).toBe(false);
+  });
 
   it("break in for-await cancels; result.json cancelled; pid dead", async () => {
     const opts = fake("slow");

@@ -80,4 +80,58 @@ describe("oplora CLI", () => {
     expect(r.stdout).toContain("succeeded: matrix_factorization");
     expect(JSON.parse(readFileSync(join(out, "result.json"), "utf8")).status).toBe("succeeded");
   }, 120_000);
+
+  it("run: r > min(rows, cols) -> exit 2 before anything is written", async () => {
+    const out = tempRunDir();
+    const spec = {
+      task: "matrix_factorization",
+      matrix: { rows: 4, cols: 4 },
+      adapter: { kind: "lora", r: 6 },
+    };
+    const r = await cli(["run", specFile(spec), "--out", out]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain("adapter.r: rank 6 exceeds min(matrix.rows, matrix.cols) = 4");
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it("run: --out naming a file, or a path under a file -> exit 2, one line, no traceback", async () => {
+    const dir = tempRunDir("out-file");
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, "a-file");
+    writeFileSync(file, "x");
+    const spec = specFile({ task: "matrix_factorization", train: { steps: 1 } });
+    for (const [out, says] of [
+      [file, "is an existing file"],
+      [join(file, "sub", "run"), `is under the file ${file}`],
+    ] as const) {
+      const r = await cli(["run", spec, "--out", out]);
+      expect(r.exitCode, out).toBe(2);
+      expect(r.stderr.trim().split("\n"), out).toEqual([expect.stringContaining(says)]);
+      expect(r.stderr).not.toContain("Traceback");
+    }
+    expect(readFileSync(file, "utf8")).toBe("x");
+  });
+
+  it("sweep: file keys are strict (typo, bad values) and the flags share the schema; exit 2, the field named", async () => {
+    const out = tempRunDir();
+    const base = { task: "matrix_factorization", matrix: { rows: 8, cols: 8 }, train: { steps: 1 } };
+    const cases: [unknown, string][] = [
+      [{ base, seed: [5, 6, 7] }, "seed: unknown key (did you mean 'seeds'?)"],
+      [{ base, concurrency: 0 }, "concurrency: expected a positive integer, got 0"],
+      [{ base, concurrency: -3 }, "concurrency: expected a positive integer, got -3"],
+      [{ base, mode: "hot" }, 'mode: expected one of "warm", "cold", got "hot"'],
+      [{ base, seeds: "0" }, 'seeds: expected an array, got "0"'],
+      [{ base, backend: { kind: "rey" } }, 'backend.kind: expected one of "local", "ray", got "rey"'],
+      [{ base, backend: { kind: "ray" } }, "backend.address: required"],
+    ];
+    for (const [file, says] of cases) {
+      const r = await cli(["sweep", specFile(file), "--out", out]);
+      expect(r.exitCode, says).toBe(2);
+      expect(r.stderr, says).toContain(says);
+    }
+    const flag = await cli(["sweep", specFile({ base }), "--out", out, "--concurrency", "0"]);
+    expect(flag.exitCode).toBe(2);
+    expect(flag.stderr).toContain("--concurrency: expected a positive integer, got 0");
+    expect(existsSync(out)).toBe(false);
+  }, 60_000);
 });

@@ -55,6 +55,9 @@ function fixture(): string {
     );
     const metrics = {
       final_loss: loss.at(-1),
+      optimal_loss: 0, // so excess_loss (the report's primary metric) is final_loss
+      excess_loss: loss.at(-1),
+      relative_excess: loss.at(-1),
       seed, // the MF task reports these too: the CSV must not repeat the axis / timing columns
       wall_s: 1.2,
       steps_to_excess: { "0.01": op ? 40 : null },
@@ -90,12 +93,31 @@ function fixture(): string {
 }
 
 describe("report", () => {
+  it("a truncated result.json or events.ndjson shows the trial as corrupt (failed), the file and problem named", async () => {
+    const dir = fixture();
+    const before = await loadReportData(dir);
+    expect(before.trials.every((t) => t.row.status === "succeeded")).toBe(true);
+    const [a, b] = before.trials.map((t) => t.row.runDir);
+    const cut = (path: string) => writeFileSync(path, readFileSync(path, "utf8").slice(0, 40));
+    cut(join(a as string, "result.json"));
+    cut(join(b as string, "events.ndjson"));
+    const after = await loadReportData(dir);
+    const [ta, tb] = after.trials;
+    expect(ta?.row.status).toBe("failed");
+    expect(ta?.row.error?.type).toBe("CorruptRunDir");
+    expect(ta?.row.error?.message).toContain(`${join(a as string, "result.json")}: not valid JSON`);
+    expect(ta?.row.metrics).toEqual({});
+    expect(tb?.row.status).toBe("failed");
+    expect(tb?.row.error?.message).toContain(`${join(b as string, "events.ndjson")}:1: not valid JSON`);
+    expect(after.trials.slice(2).every((t) => t.row.status === "succeeded")).toBe(true);
+  });
+
   const dir = fixture();
 
   it("pairs LoRA and OP-LoRA arms (same setting, and half rank) with the ratios users care about", async () => {
     const data = await loadReportData(dir);
     expect(data.arms).toHaveLength(8);
-    expect(data.primary).toBe("final_loss"); // the fixture has no excess_loss
+    expect(data.primary).toBe("excess_loss"); // = final_loss here (the fixture sets optimal_loss 0)
     const comps = comparisons(data);
     expect(comps.filter((c) => c.kind === "same setting")).toHaveLength(4);
     const half = comps.filter((c) => c.kind === "half rank");

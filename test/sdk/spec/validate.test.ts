@@ -89,4 +89,31 @@ describe("JSON Schema", () => {
       }
     }
   }, 60_000);
+
+  it("MF cross-field check: r > min(rows, cols) is refused with the field named", () => {
+    expect(
+      issuesOf({
+        task: "matrix_factorization",
+        matrix: { rows: 4, cols: 6 },
+        adapter: { kind: "lora", r: 5 },
+      }),
+    ).toEqual(["adapter.r: rank 5 exceeds min(matrix.rows, matrix.cols) = 4, got 5"]);
+    expect(
+      validateSpec({
+        task: "matrix_factorization",
+        matrix: { rows: 4, cols: 6 },
+        adapter: { kind: "lora", r: 4 },
+      }),
+    ).toMatchObject({ adapter: { r: 4 } });
+    expect(issuesOf({ task: "matrix_factorization_study", matrix: { rows: 8, cols: 8 }, r: 9 })).toEqual([
+      "r: rank 9 exceeds min(matrix.rows, matrix.cols) = 8, got 9",
+    ]);
+  });
+
+  it("a number too large for a double (1e400) is named as such, not 'got null'", () => {
+    const issues = issuesOf(JSON.parse('{"task": "matrix_factorization", "optimizer": {"lr": 1e400}}'));
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatch(/^optimizer\.lr: Infinity is not a finite number .*1e400/);
+    expect(issues[0]).not.toContain("null");
+  });
 });

@@ -33,7 +33,18 @@ describe("run store", () => {
     const run = join(dir, "runs", "abc");
     mkdirSync(run, { recursive: true });
     writeFileSync(join(run, "spec.json"), JSON.stringify({ b: 1, a: 2 }));
-    writeFileSync(join(run, "result.json"), JSON.stringify({ status: "succeeded" }));
+    const ok = {
+      status: "succeeded",
+      task: "matrix_factorization_study",
+      run_dir: run,
+      metrics: {},
+      artifacts: [],
+      error: null,
+      versions: {},
+      device: "cpu",
+      timing: { started_at: "", finished_at: "", wall_s: 1 },
+    };
+    writeFileSync(join(run, "result.json"), JSON.stringify(ok));
     expect(await reusableResult(run, { a: 2, b: 1 })).toBeTruthy();
     expect(await reusableResult(run, { a: 3, b: 1 })).toBeUndefined();
     writeFileSync(join(run, "result.json"), JSON.stringify({ status: "failed" }));

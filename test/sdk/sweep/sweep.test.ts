@@ -2,7 +2,7 @@
  * Real matrix-factorisation sweeps on the CPU (tiny: 16x16, r = 2, 30 steps) through warm workers.
  * Three Python start-ups per sweep at most; the whole file takes about a minute on a busy 2-core machine.
  */
-import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -44,7 +44,7 @@ describe("sweep (real MF runs, warm workers)", () => {
   it("runs every trial (concurrency 2); the table matches each run's result.json; failures are recorded", async () => {
     const { events, results } = await collect(sweep(base, { ...plan, concurrency: 2, outDir: dir }));
     expect(results.rows).toHaveLength(6);
-    expect(results.counts).toEqual({ succeeded: 4, failed: 2, cancelled: 0, not_run: 0 });
+    expect(results.counts).toEqual({ succeeded: 4, failed: 2, cancelled: 0, pruned: 0, not_run: 0 });
     for (const row of results.rows) {
       const result = JSON.parse(readFileSync(join(row.runDir, "result.json"), "utf8"));
       const spec = JSON.parse(readFileSync(join(row.runDir, "spec.json"), "utf8"));
@@ -96,6 +96,27 @@ describe("sweep (real MF runs, warm workers)", () => {
     }
   });
 
+  it("resuming re-runs a succeeded trial whose result.json or events.ndjson is truncated", async () => {
+    const before = await readManifest(dir);
+    const done = before?.trials.filter((t) => t.status === "succeeded") ?? [];
+    const [a, b] = done;
+    const cut = (path: string) => writeFileSync(path, readFileSync(path, "utf8").slice(0, 30));
+    cut(join(dir, a?.dir as string, "result.json"));
+    cut(join(dir, b?.dir as string, "events.ndjson"));
+    const { events, results } = await collect(sweep(base, { ...plan, concurrency: 2, outDir: dir }));
+    const ran = events.filter((e) => e.type === "trial_started").map((e) => ("trial" in e ? e.trial.id : ""));
+    expect(ran).toEqual(expect.arrayContaining([a?.id, b?.id]));
+    expect(ran).toHaveLength(4); // the 2 corrupt + the 2 failing ones
+    for (const id of [a?.id, b?.id]) {
+      const row = results.rows.find((r) => r.id === id);
+      expect(row?.status).toBe("succeeded");
+      expect(row?.reused).toBe(false);
+      expect(JSON.parse(readFileSync(join(row?.runDir as string, "result.json"), "utf8")).status).toBe(
+        "succeeded",
+      );
+    }
+  });
+
   it("a second sweep on the same directory at once is refused", async () => {
     const first = sweep(base, { seeds: [5], outDir: dir, mode: "cold" });
     const second = sweep(base, { seeds: [6], outDir: dir });
@@ -110,7 +131,7 @@ describe("sweep (real MF runs, warm workers)", () => {
         (e: unknown) => e,
       ),
     ]);
-    expect(String(outcome)).toMatch(/in use by another sweep \(pid \d+\)/);
+    expect(String(outcome)).toMatch(/in use by another sweep \(pid \d+ on \S+ since \S+\)/);
     await Promise.allSettled([first.cancel(), second.cancel()]);
   });
 
