@@ -52,7 +52,8 @@ export interface RunOptions {
   killGraceMs?: number | undefined;
 }
 
-type TaskOf<S> = S extends { task: infer T extends TaskName } ? T : TaskName;
+/** The task of a spec type: its `task` literal, or every task when the spec does not fix one. */
+export type TaskOf<S> = S extends { task: infer T extends TaskName } ? T : TaskName;
 
 /** Start a run. Throws SpecInvalidError or InputError (bad outDir; nothing spawned, no run dir) or PythonEnvironmentError at once. */
 export function run<S extends SpecInput>(spec: S, options: RunOptions): RunHandle<TaskOf<S>> {
