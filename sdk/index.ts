@@ -1,6 +1,7 @@
 /** oplora's public surface: only re-exports. */
 export { type AdapterInfo, readAdapter } from "./adapter.js";
-export { closePython } from "./bridge/quick.js";
+export type { PythonOptions } from "./bridge/python.js";
+export { type CallOptions, closePython } from "./bridge/quick.js";
 export { type DoctorReport, doctor } from "./environment.js";
 export {
   CancelledError,
@@ -16,41 +17,76 @@ export {
   TrainingFailedError,
 } from "./errors.js";
 export { type EventOf, RunEvent, type RunEventType } from "./events.js";
+export type { LockHolder } from "./lock.js";
 export { type MetricsOf, TASK_METRICS } from "./metrics.js";
 export { listTargetModules, type Plan, plan, type TargetModules } from "./plan.js";
 export { type Report, type ReportOptions, writeReport } from "./report/index.js";
-export { type Artifact, RunResult, type RunResultOf, RunStatus } from "./result.js";
-export { RunHandle, type RunOptions, run } from "./run.js";
+export {
+  type Artifact,
+  RunResult,
+  type RunResultBase,
+  type RunResultOf,
+  RunStatus,
+  type SucceededResultOf,
+} from "./result.js";
+export { RunHandle, type RunOptions, run, type TaskOf } from "./run.js";
 export { readEvents, readResult } from "./run-dir.js";
-export { Spec, type SpecInput, type TaskName } from "./spec/index.js";
-export { MatrixFactorizationMetrics } from "./spec/matrix-factorization.js";
+export {
+  LlavaMetrics,
+  LlavaSpec,
+  MatrixFactorizationMetrics,
+  MatrixFactorizationSpec,
+  MatrixFactorizationStudyMetrics,
+  MatrixFactorizationStudySpec,
+  Spec,
+  type SpecInput,
+  type SpecInputOf,
+  type SpecOf,
+  type TaskName,
+  TextToImageMetrics,
+  TextToImageSpec,
+} from "./spec/index.js";
 export { specJsonSchema, specJsonSchemaText } from "./spec/schema.js";
 export { defineSpec, validateSpec } from "./spec/validate.js";
+export { EventStream } from "./stream.js";
 export {
   type Axes,
   type Confirmation,
+  type DottedPath,
   expandSweep,
+  type ManifestTrial,
+  type Mode as SweepMode,
+  type PathValue,
   RayBackend,
   RayBackendError,
+  type RayDoctorNode,
   type RayDoctorReport,
+  type RayNode,
   rayDoctor,
   readManifest,
   SearchBlock,
   type SearchBlockInput,
   type SearchResults,
   type SearchTrial,
+  type SearchTrialState,
+  type SpecPath,
   STUDIES,
+  type Study,
   type StudyResult,
   SweepBackend,
   type SweepEvent,
   SweepHandle,
   SweepInvalidError,
   SweepLockedError,
+  type SweepManifest,
   type SweepOptions,
   type SweepPlan,
   type SweepResults,
   sweep,
+  type Trial,
+  type TrialInfo,
   type TrialRow,
+  type TrialStatus,
   WorkerCrashedError,
 } from "./sweep/index.js";
 

@@ -23,11 +23,9 @@ export const TASK_METRICS = {
   llava: LlavaMetrics,
 } satisfies Partial<Record<TaskName, z.ZodType>>;
 
-type Registered = typeof TASK_METRICS;
-
 /** The metrics type of task `T`. */
-export type MetricsOf<T extends TaskName> = T extends keyof Registered
-  ? z.output<Registered[T]>
+export type MetricsOf<T extends TaskName> = T extends keyof typeof TASK_METRICS
+  ? z.output<(typeof TASK_METRICS)[T]>
   : z.output<typeof LooseMetrics>;
 
 export function metricsSchemaFor(task: string): z.ZodType {

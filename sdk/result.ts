@@ -54,14 +54,19 @@ function resultFor(task: TaskName) {
   return z.looseObject({ ...common, task: z.literal(task), metrics: metricsSchemaFor(task).nullable() });
 }
 
-type ResultBase = z.output<z.ZodObject<typeof common>>;
+/** The fields result.json has for every task. */
+export type RunResultBase = z.output<z.ZodObject<typeof common>>;
 
 /** result.json for task `T`. */
 export type RunResultOf<T extends TaskName> = T extends TaskName
-  ? ResultBase & { task: T; metrics: MetricsOf<T> | null }
+  ? RunResultBase & { task: T; metrics: MetricsOf<T> | null }
   : never;
 /** result.json of any task; narrow on `task` to get that task's metrics. */
 export type RunResult = RunResultOf<TaskName>;
+/** What `await run(...)` gives: a succeeded run of task `T`, its metrics always present. */
+export type SucceededResultOf<T extends TaskName> = T extends TaskName
+  ? RunResultOf<T> & { status: "succeeded"; metrics: MetricsOf<T> }
+  : never;
 export type RunStatus = z.output<typeof RunStatus>;
 
 const [first, ...rest] = taskNames.map(resultFor);

@@ -20,6 +20,7 @@ import {
   InputError,
   OploraError,
   ProcessCrashedError,
+  ProtocolError,
   PythonEnvironmentError,
   RunLockedError,
   SpecInvalidError,
@@ -27,7 +28,7 @@ import {
 } from "./errors.js";
 import type { EventOf, RunEvent } from "./events.js";
 import { liveHolder } from "./lock.js";
-import type { RunResult, RunResultOf } from "./result.js";
+import type { RunResult, SucceededResultOf } from "./result.js";
 import { checkOutDir, RUN_LOCK, readResult, writeCrashResult } from "./run-dir.js";
 import type { SpecInput, TaskName } from "./spec/index.js";
 import { validateSpec } from "./spec/validate.js";
@@ -51,7 +52,8 @@ export interface RunOptions {
   killGraceMs?: number | undefined;
 }
 
-type TaskOf<S> = S extends { task: infer T extends TaskName } ? T : TaskName;
+/** The task of a spec type: its `task` literal, or every task when the spec does not fix one. */
+export type TaskOf<S> = S extends { task: infer T extends TaskName } ? T : TaskName;
 
 /** Start a run. Throws SpecInvalidError or InputError (bad outDir; nothing spawned, no run dir) or PythonEnvironmentError at once. */
 export function run<S extends SpecInput>(spec: S, options: RunOptions): RunHandle<TaskOf<S>> {
@@ -81,7 +83,7 @@ export function run<S extends SpecInput>(spec: S, options: RunOptions): RunHandl
 type StartJob = (push: (event: RunEvent) => void, cancelSignal: AbortSignal) => ReturnType<typeof startJob>;
 
 /** A running (or finished) run: `for await` its events, `await` its result, `cancel()` it. */
-export class RunHandle<T extends TaskName = TaskName> extends EventStream<RunEvent, RunResultOf<T>> {
+export class RunHandle<T extends TaskName = TaskName> extends EventStream<RunEvent, SucceededResultOf<T>> {
   /** Absolute path of the run directory. */
   readonly runDir: string;
   /** The Python process id (undefined if it never started). */
@@ -146,7 +148,7 @@ export class RunHandle<T extends TaskName = TaskName> extends EventStream<RunEve
   }
 
   /** Turn how the process ended into the result or the error, writing result.json if Python did not. */
-  private conclude(exit: JobExit): RunResultOf<T> {
+  private conclude(exit: JobExit): SucceededResultOf<T> {
     if (exit.spawnError)
       throw new PythonEnvironmentError(
         `cannot start Python: ${exit.spawnError}`,
@@ -169,7 +171,11 @@ export class RunHandle<T extends TaskName = TaskName> extends EventStream<RunEve
       throw exit.protocolError;
     }
     // result.json, when Python wrote one, is the authority (a crash after writing it changes nothing).
-    if (result?.status === "succeeded") return result as RunResultOf<T>;
+    if (result?.status === "succeeded") {
+      if (result.metrics === null)
+        throw new ProtocolError(`${join(this.runDir, "result.json")}: status succeeded without metrics`);
+      return result as SucceededResultOf<T>;
+    }
     if (result?.status === "cancelled") throw new CancelledError(this.runDir, result);
     if (result?.status === "failed" && result.error && !this.cancelRequested) {
       if (exit.exitCode === 2) throw new InputError(result.error.message, this.runDir, result);

@@ -22,3 +22,7 @@ export type SpecInput = z.input<typeof Spec>;
 /** What the SDK sends to Python and records in spec.json (defaults filled in). */
 export type Spec = z.output<typeof Spec>;
 export type TaskName = Spec["task"];
+/** The spec of task `T`, defaults filled in (what `validateSpec` returns for a literal `task`). */
+export type SpecOf<T extends TaskName> = Extract<Spec, { task: T }>;
+/** What a user writes for task `T`. */
+export type SpecInputOf<T extends TaskName> = Extract<SpecInput, { task: T }>;

@@ -136,3 +136,7 @@ export const LlavaMetrics = z.looseObject({
   train_seconds: z.number(),
   wall_seconds: z.number(),
 });
+
+// The types of the schemas above (what validateSpec returns / what result.json holds).
+export type LlavaSpec = z.output<typeof LlavaSpec>;
+export type LlavaMetrics = z.output<typeof LlavaMetrics>;

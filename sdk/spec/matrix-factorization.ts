@@ -129,3 +129,11 @@ export const MatrixFactorizationMetrics = z.looseObject({
 
 /** The study's metrics are its own (tables of arms x optimizers x spectra); typed loosely. */
 export const MatrixFactorizationStudyMetrics = z.looseObject({});
+
+// The types of the schemas above (what validateSpec returns / what result.json holds).
+export type MatrixFactorizationSpec = z.output<typeof MatrixFactorizationSpec>;
+export type MatrixFactorizationStudySpec = z.output<typeof MatrixFactorizationStudySpec>;
+export type MatrixFactorizationMetrics = z.output<typeof MatrixFactorizationMetrics>;
+export type MatrixFactorizationStudyMetrics = z.output<typeof MatrixFactorizationStudyMetrics>;
+export type MatrixConfig = z.output<typeof MatrixConfig>;
+export type Spectrum = z.output<typeof Spectrum>;

@@ -147,3 +147,7 @@ export const TextToImageMetrics = z.looseObject({
   num_processes: z.int(),
   wall_s: z.number(),
 });
+
+// The types of the schemas above (what validateSpec returns / what result.json holds).
+export type TextToImageSpec = z.output<typeof TextToImageSpec>;
+export type TextToImageMetrics = z.output<typeof TextToImageMetrics>;

@@ -4,9 +4,17 @@
  */
 import type { z } from "zod";
 import { SpecInvalidError } from "../errors.js";
-import { Spec, type SpecInput } from "./index.js";
+import { Spec, type SpecInputOf, type SpecOf, type TaskName } from "./index.js";
 
-/** Check `input` against the spec union and return it with every default filled in. */
+/**
+ * Check `input` against the spec union and return it with every default filled in. A literal `task`
+ * types the result as that task's spec (`SpecOf<"llava">`); any other input gets the union.
+ */
+export function validateSpec<T extends TaskName>(input: {
+  readonly task: T;
+  readonly [key: string]: unknown;
+}): SpecOf<T>;
+export function validateSpec(input: unknown): Spec;
 export function validateSpec(input: unknown): Spec {
   const parsed = Spec.safeParse(input, { reportInput: true });
   if (!parsed.success) throw new SpecInvalidError(formatIssues(parsed.error.issues, Spec, input));
@@ -14,8 +22,8 @@ export function validateSpec(input: unknown): Spec {
 }
 
 /** Like `validateSpec`, typed for literal specs: the compiler checks the input's shape too. */
-export function defineSpec(input: SpecInput): Spec {
-  return validateSpec(input);
+export function defineSpec<T extends TaskName>(input: SpecInputOf<T> & { readonly task: T }): SpecOf<T> {
+  return validateSpec(input as unknown) as SpecOf<T>;
 }
 
 type Issue = z.core.$ZodIssue & { input?: unknown };

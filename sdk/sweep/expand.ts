@@ -13,15 +13,15 @@ import { ID_LENGTH, specHash } from "./canonical.js";
 import { SweepInvalidError } from "./errors.js";
 import { deletePath, getPath, setPath } from "./paths.js";
 
-type Leaf = string | number | boolean | null | undefined | readonly unknown[];
-type Prev = [never, 0, 1, 2, 3, 4];
 /** Dotted paths into `T` (distributes over unions), e.g. `"adapter.r" | "optimizer.lr" | "seed"`. */
 export type DottedPath<T, D extends number = 5> = [D] extends [never]
   ? never
-  : T extends Leaf
+  : T extends string | number | boolean | null | undefined | readonly unknown[]
     ? never
     : T extends object
-      ? { [K in keyof T & string]-?: K | `${K}.${DottedPath<NonNullable<T[K]>, Prev[D]>}` }[keyof T & string]
+      ? {
+          [K in keyof T & string]-?: K | `${K}.${DottedPath<NonNullable<T[K]>, [never, 0, 1, 2, 3, 4][D]>}`;
+        }[keyof T & string]
       : never;
 /** The type at a dotted path of `T` (over every union branch that has it). */
 export type PathValue<T, P extends string> = T extends unknown

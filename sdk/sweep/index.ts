@@ -1,7 +1,15 @@
 /** Sweeps: expansion and validation, the run store, warm workers, the scheduler, built-in studies. */
 export { canonicalJson, specHash } from "./canonical.js";
 export { SweepInvalidError, SweepLockedError, WorkerCrashedError } from "./errors.js";
-export { type Axes, expandSweep, type SpecPath, type SweepPlan, type Trial } from "./expand.js";
+export {
+  type Axes,
+  type DottedPath,
+  expandSweep,
+  type PathValue,
+  type SpecPath,
+  type SweepPlan,
+  type Trial,
+} from "./expand.js";
 export type { Mode } from "./lanes.js";
 export {
   RayBackend,
