@@ -59,7 +59,7 @@ export function resolvePython(options: PythonOptions = {}): string {
     const fix =
       source === "the package's virtual environment"
         ? SETUP_FIX
-        : `point ${source} at an executable Python 3.11+ with torch and peft installed`;
+        : `point ${source} at an executable Python 3.10+ (pyproject.toml: requires-python >=3.10) with torch and peft installed`;
     throw new PythonEnvironmentError(
       `Python interpreter not found or not executable: ${python} (from ${source})`,
       python,

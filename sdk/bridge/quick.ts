@@ -16,8 +16,13 @@
 import type { ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
 import type { z } from "zod";
-import { ProtocolError, PythonCallError, type PythonErrorInfo } from "../errors.js";
-import { type PythonOptions, pythonEnv, resolvePython } from "./python.js";
+import {
+  ProtocolError,
+  PythonCallError,
+  type PythonEnvironmentError,
+  type PythonErrorInfo,
+} from "../errors.js";
+import { notImportable, type PythonOptions, pythonEnv, resolvePython } from "./python.js";
 
 const require = createRequire(import.meta.url);
 
@@ -120,8 +125,9 @@ export class QuickBridge {
       const raw = await Promise.race([call, live.died, timeout]);
       return parseEnvelope(fn, raw, schema);
     } catch (e) {
-      if (e instanceof PythonCallError || e instanceof ProtocolError) throw e;
-      throw new PythonCallError(fn, fromPythonia(e));
+      if (e instanceof ProtocolError) throw e;
+      const err = e instanceof PythonCallError ? e : new PythonCallError(fn, fromPythonia(e));
+      throw missingModule(live.python, err) ?? err;
     } finally {
       clearTimeout(timer);
       if (this.live === live) live.proc.channel?.unref();
@@ -178,6 +184,13 @@ export class QuickBridge {
     this.live = { pythonia, proc, module, died, python };
     return this.live;
   }
+}
+
+/** A Python module that is not installed is the environment's fault: PythonEnvironmentError naming the
+ * module and the fix (what `run` says for the same problem), not a call error. */
+function missingModule(python: string, err: PythonCallError): PythonEnvironmentError | undefined {
+  if (err.type !== "ModuleNotFoundError" && !/No module named/.test(err.pythonMessage)) return undefined;
+  return notImportable(python, err.pythonMessage);
 }
 
 interface Envelope {

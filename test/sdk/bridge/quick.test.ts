@@ -1,10 +1,12 @@
+import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { QuickBridge } from "../../../sdk/bridge/quick.js";
 import { ProtocolError, PythonCallError, PythonEnvironmentError } from "../../../sdk/errors.js";
-import { FIXTURES } from "../helpers.js";
+import { FIXTURES, VENV_PYTHON } from "../helpers.js";
 
 const bridge = new QuickBridge();
 afterAll(() => bridge.close());
@@ -54,6 +56,36 @@ describe("quick lane (pythonia)", () => {
   it("a missing interpreter -> PythonEnvironmentError (Node does not crash)", async () => {
     const bad = new QuickBridge({ python: "/nonexistent/python3" });
     await expect(bad.call("pid", {}, z.int())).rejects.toBeInstanceOf(PythonEnvironmentError);
+  });
+
+  it("a module missing on the Python side -> PythonEnvironmentError naming it and the fix", async () => {
+    // an interpreter whose safetensors is not importable (read_adapter imports it on first use)
+    const dir = mkdtempSync(join(tmpdir(), "oplora-nomodule-"));
+    mkdirSync(join(dir, "stub", "safetensors"), { recursive: true });
+    writeFileSync(
+      join(dir, "stub", "safetensors", "__init__.py"),
+      'raise ModuleNotFoundError("No module named \'safetensors\'", name="safetensors")\n',
+    );
+    const python = join(dir, "python3");
+    writeFileSync(
+      python,
+      `#!/bin/sh\nPYTHONPATH="${join(dir, "stub")}:$PYTHONPATH" exec ${VENV_PYTHON} "$@"\n`,
+    );
+    chmodSync(python, 0o755);
+    bridge.close(); // pythonia runs one interpreter per Node process: the stubbed one must start fresh
+    const stub = new QuickBridge({ python });
+    try {
+      const err = (await stub
+        .call("read_adapter", { dir }, z.unknown())
+        .catch((e) => e)) as PythonEnvironmentError;
+      expect(err).toBeInstanceOf(PythonEnvironmentError);
+      expect(err.message).toMatch(/cannot import 'safetensors'/);
+      expect(err.fix).toMatch(/pip install|oplora setup/);
+      // the interpreter itself is fine: calls that need no missing module still answer
+      expect(await stub.call("echo", { ok: true }, z.object({ ok: z.boolean() }))).toEqual({ ok: true });
+    } finally {
+      stub.close();
+    }
   });
 
   it("Node exits on its own after quick calls (with and without closePython)", async () => {
