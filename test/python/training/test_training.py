@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import pytest
 import torch
@@ -176,16 +177,30 @@ def test_peak_memory_cpu_positive():
 
 
 def test_save_peft_dir_injected_adapter(tmp_path):
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import LoraConfig, PeftModel, inject_adapter_in_model
     from safetensors.torch import load_file
 
-    m = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2))
-    m = inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4, target_modules=["0", "1"]), m)
+    def base() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2))
+
+    m = inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4, target_modules=["0", "1"]), base())
     m.peft_config = {"default": LoraConfig(r=2, lora_alpha=4, target_modules=["0", "1"])}
+    for n, p in m.named_parameters():
+        if "lora_" in n:
+            p.data.normal_()  # B != 0, so the reload below is told apart from a fresh adapter
     save_peft_dir(m, tmp_path / "a")
     keys = set(load_file(str(tmp_path / "a" / "adapter_model.safetensors")))
-    assert keys == {"0.lora_A.weight", "0.lora_B.weight", "1.lora_A.weight", "1.lora_B.weight"}
+    # PeftModel.save_pretrained's layout: the wrapped model's keys under base_model.model.
+    assert keys == {f"base_model.model.{i}.lora_{ab}.weight" for i in "01" for ab in "AB"}
     assert (tmp_path / "a" / "adapter_config.json").exists()
+    x = torch.randn(3, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = PeftModel.from_pretrained(base(), str(tmp_path / "a"))
+    assert not [w for w in caught if "adapter keys" in str(w.message)], [str(w.message) for w in caught]
+    torch.testing.assert_close(loaded(x), m(x), rtol=0, atol=0)
+    assert (loaded(x) - base()(x)).abs().max() > 1e-3
 
 
 # --- optimizer_step: OP-LoRA's factors generated once per optimizer step ----------------------------------

@@ -1,6 +1,7 @@
 """Export after collapse: PEFT adapter dirs per component and one diffusers LoRA file.
 
-    DIR/adapter/unet/                 adapter_config.json + adapter_model.safetensors (PEFT)
+    DIR/adapter/unet/                 adapter_config.json + adapter_model.safetensors (PEFT's layout:
+                                      PeftModel.from_pretrained(pipe.unet, DIR/adapter/unet))
     DIR/adapter/text_encoder[_2]/     (with adapter.train_text_encoder)
     DIR/diffusers_lora/pytorch_lora_weights.safetensors   pipe.load_lora_weights(DIR/diffusers_lora)
 
@@ -15,11 +16,6 @@ from typing import Any
 from torch import nn
 
 
-def _metadata(model: nn.Module) -> dict[str, Any]:
-    cfg = model.peft_config["default"].to_dict()  # type: ignore[index, union-attr]
-    return {k: sorted(v) if isinstance(v, set) else v for k, v in cfg.items()}
-
-
 def export_adapters(
     module: nn.Module, pipe: Any, ctx: Any, adapter: dict[str, Any], step: int
 ) -> dict[str, Any]:
@@ -29,7 +25,7 @@ def export_adapters(
     from peft.utils import get_peft_model_state_dict
 
     from ...adapter import finalize_adapter
-    from ...training.export import save_peft_dir
+    from ...training.export import lora_config_dict, save_peft_dir
     from .pipeline import text_encoders
 
     finalize_adapter(module)  # OP-LoRA: collapsed in place, the Denoiser's LoRA layers now hold plain A, B
@@ -42,7 +38,7 @@ def export_adapters(
         d = save_peft_dir(m, ctx.path("adapter", name, "x").parent)
         dirs[name] = ctx.rel(d)
         kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(m))
-        kwargs[f"{name}_lora_adapter_metadata"] = _metadata(m)
+        kwargs[f"{name}_lora_adapter_metadata"] = lora_config_dict(m)
     ctx.artifact("adapter", ctx.path("adapter", "x").parent, step=step, label="PEFT adapter dirs")
     out = ctx.path("diffusers_lora", "x").parent
     type(pipe).save_lora_weights(str(out), **kwargs)

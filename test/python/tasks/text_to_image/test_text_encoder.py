@@ -48,12 +48,13 @@ def te_runs(assets, tmp_path_factory) -> dict:
 
 def initial_text_encoder_lora(spec: dict, run_dir) -> dict[str, dict[str, torch.Tensor]]:
     """Each text encoder's LoRA factors before the first step: the run's own set-up (same spec, same seed),
-    collapsed without training, as PEFT state dicts (the adapter dir's keys)."""
+    collapsed without training, as PEFT state dicts under the adapter dir's keys (a PeftModel's prefix)."""
     from oplora.adapter import apply_adapter
     from oplora.collapse import collapse
     from oplora.run.events import EventSink
     from oplora.run.runner import RunContext
     from oplora.tasks.text_to_image.task import Trainer
+    from oplora.training.export import PEFT_PREFIX
     from peft.utils import get_peft_model_state_dict
 
     spec = validate_spec(spec)
@@ -62,7 +63,9 @@ def initial_text_encoder_lora(spec: dict, run_dir) -> dict[str, dict[str, torch.
     op, _ = apply_adapter(trainer.denoiser, spec["adapter"])
     collapse(op)
     return {
-        name: {k: v.detach().float().clone() for k, v in get_peft_model_state_dict(te).items()}
+        name: {
+            f"{PEFT_PREFIX}.{k}": v.detach().float().clone() for k, v in get_peft_model_state_dict(te).items()
+        }
         for name, _, te in trainer.encoders
     }
 
@@ -122,9 +125,9 @@ def test_diffusers_file_has_text_encoder_keys_and_metadata(te_runs, model):
             d = (
                 name
                 + "."
-                + k.replace("lora_A.weight", "lora_linear_layer.down.weight").replace(
-                    "lora_B.weight", "lora_linear_layer.up.weight"
-                )
+                + k.removeprefix("base_model.model.")
+                .replace("lora_A.weight", "lora_linear_layer.down.weight")
+                .replace("lora_B.weight", "lora_linear_layer.up.weight")
             )
             torch.testing.assert_close(mine[d], v, rtol=0, atol=0)
 
