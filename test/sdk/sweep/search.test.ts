@@ -77,7 +77,7 @@ async function collect(handle: AsyncIterable<SweepEvent> & PromiseLike<SweepResu
 describe("search (real MF runs, Optuna studies)", () => {
   it("two arms x 10 trials, median pruner: pruned trials stop early; best per arm = the stored study's best", async () => {
     const dir = mkdtempSync(join(tmpdir(), "oplora-search-"));
-    const opts: SweepOptions = { axes, outDir: dir, concurrency: 2, search: search(10) };
+    const opts: SweepOptions = { axes, outDir: dir, concurrency: 1, search: search(10) };
     const { results } = await collect(sweep(base, opts));
     const res = results.search;
     if (!res) throw new Error("no search results");
