@@ -4,9 +4,11 @@
  * (built by `npm install` or `npx oplora setup`). Every child gets `<package root>/python` first on PYTHONPATH, so the Python
  * package that runs is the one shipped with this SDK, whatever the interpreter has installed.
  */
+import { execFile } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync } from "node:fs";
 import { delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { PythonEnvironmentError } from "../errors.js";
 
 let cachedRoot: string | undefined;
@@ -91,4 +93,24 @@ export function notImportable(python: string, stderr: string): PythonEnvironment
     ? SETUP_FIX
     : `${python} -m pip install -e ${packageRoot()}   (installs oplora and its dependencies into that interpreter)`;
   return new PythonEnvironmentError(`${python} ${what}`, python, fix);
+}
+
+const execFileP = promisify(execFile);
+
+/**
+ * `python -m <module> ...args` to completion (a short helper process, e.g. the report's figures and MF table);
+ * rejects with its stderr when it exits non-zero. Returns its stdout.
+ */
+export async function runModule(
+  module: string,
+  args: string[],
+  options: PythonOptions & { env?: Record<string, string | undefined>; timeoutMs?: number } = {},
+): Promise<string> {
+  const python = resolvePython(options);
+  const { stdout } = await execFileP(python, ["-m", module, ...args], {
+    env: pythonEnv(options.env) as NodeJS.ProcessEnv,
+    maxBuffer: 16 * 1024 * 1024,
+    timeout: options.timeoutMs ?? 300_000,
+  });
+  return stdout;
 }

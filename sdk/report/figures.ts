@@ -7,11 +7,9 @@
  *                        family, mean ± std over seeds
  *   search-*.svg         with a search: objective vs each searched param and by trial (report/search.ts)
  */
-import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import { pythonEnv, resolvePython } from "../bridge/python.js";
+import { runModule } from "../bridge/python.js";
 import { bandOf, mean, metricBySeed, type ReportData, std } from "./data.js";
 import { searchFigures } from "./search.js";
 
@@ -130,8 +128,6 @@ export function figureSpecs(data: ReportData): FigureSpec[] {
   return figures;
 }
 
-const run = promisify(execFile);
-
 /** Draw `figures` as PNGs into `outDir` through Python; returns the files written. */
 export async function drawFigures(
   figures: FigureSpec[],
@@ -141,11 +137,9 @@ export async function drawFigures(
   if (!figures.length) return [];
   const specPath = join(outDir, "figures.json");
   writeFileSync(specPath, `${JSON.stringify({ figures }, null, 1)}\n`);
-  const python = resolvePython(options);
-  await run(python, ["-m", "oplora.figures.report_figures", specPath, outDir], {
-    env: pythonEnv({ MPLBACKEND: "Agg" }) as NodeJS.ProcessEnv,
-    maxBuffer: 16 * 1024 * 1024,
-    timeout: 300_000,
+  await runModule("oplora.figures.report_figures", [specPath, outDir], {
+    ...options,
+    env: { MPLBACKEND: "Agg" },
   });
   return figures.map((f) => join(outDir, f.file));
 }

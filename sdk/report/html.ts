@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { extname } from "node:path";
 import type { ReportData } from "./data.js";
 import type { FigureSpec } from "./figures.js";
+import type { MfTable } from "./mf-table.js";
 import type { ArmBest } from "./search.js";
 import type { ArmSummary, Comparison, Stat } from "./summary.js";
 
@@ -59,10 +60,12 @@ export interface HtmlInput {
   arms: ArmSummary[];
   /** Each arm's best, with a search (else empty). */
   bests: ArmBest[];
+  /** Matrix factorisation: the MF vs OP-MF study table (else null). */
+  mf: MfTable | null;
   generatedAt: string;
 }
 
-export function renderHtml({ data, figures, comparisons, arms, bests, generatedAt }: HtmlInput): string {
+export function renderHtml({ data, figures, comparisons, arms, bests, mf, generatedAt }: HtmlInput): string {
   const e = escapeHtml;
   const rows = data.trials.map((t) => t.row);
   const counts = { succeeded: 0, failed: 0, cancelled: 0, pruned: 0, not_run: 0 };
@@ -106,6 +109,7 @@ ${arms.map((a) => `<tr><td>${e(a.label)}</td><td class="num">${a.n}</td><td clas
 ${data.search ? searchSection(data.search.objective, bests) : ""}
 <h2>LoRA vs OP-LoRA${data.search ? " (each arm at its best)" : ""}</h2>
 ${compTable}
+${mf ? mfSection(mf) : ""}
 <h2>Arms</h2>
 ${armTable}
 <h2>Figures</h2>
@@ -116,6 +120,41 @@ ${gridHtml}
 ${resultTable}
 </body></html>
 `;
+}
+
+/** The MF study table (its markdown: headings, pipe tables, bullets, paragraphs) or why there is none. */
+function mfSection(mf: MfTable): string {
+  const e = escapeHtml;
+  if (!mf.markdown)
+    return `<h2>MF vs OP-MF at each arm's best lr</h2><p class="dim">No table: ${e(mf.skipped ?? "")}</p>`;
+  const out: string[] = [];
+  let table: string[][] = [];
+  const flush = () => {
+    if (!table.length) return;
+    const [head, ...body] = table;
+    const cells = (r: string[], tag: string) => r.map((c) => `<${tag}>${e(c)}</${tag}>`).join("");
+    out.push(
+      `<div class="wrap"><table><tr>${cells(head ?? [], "th")}</tr>${body.map((r) => `<tr>${cells(r, "td")}</tr>`).join("")}</table></div>`,
+    );
+    table = [];
+  };
+  for (const line of mf.markdown.split("\n")) {
+    if (line.startsWith("|")) {
+      const row = line
+        .slice(1, -1)
+        .split("|")
+        .map((c) => c.trim());
+      if (!row.every((c) => /^-*$/.test(c))) table.push(row);
+      continue;
+    }
+    flush();
+    if (line.startsWith("# ")) out.push(`<h2>${e(line.slice(2))}</h2>`);
+    else if (line.startsWith("## ")) out.push(`<h3>${e(line.slice(3))}</h3>`);
+    else if (line.startsWith("- ")) out.push(`<p>• ${e(line.slice(2))}</p>`);
+    else if (line.trim()) out.push(`<p class="meta">${e(line)}</p>`);
+  }
+  flush();
+  return out.join("\n");
 }
 
 /** Each arm's best params and objective, and the edge-of-range warnings. */

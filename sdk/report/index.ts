@@ -6,6 +6,7 @@
  *   figures.json    what the figures show, as data
  *   results.csv / results.json    one row per trial: id, axes, status, scalar metrics, run dir
  *   summary.json    per-arm finals and the LoRA vs OP-LoRA comparisons (with a search: each arm's best)
+ *   mf-study/       matrix factorisation: the MF vs OP-MF table at each arm's best lr (mf-table.ts)
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -13,11 +14,13 @@ import type { TrialRow } from "../sweep/sweep.js";
 import { loadReportData } from "./data.js";
 import { drawFigures, figureSpecs } from "./figures.js";
 import { renderHtml } from "./html.js";
+import { type MfTable, mfTable } from "./mf-table.js";
 import { searchBests } from "./search.js";
 import { armSummaries, comparisons } from "./summary.js";
 
 export type { ReportData } from "./data.js";
 export type { FigureSpec } from "./figures.js";
+export type { MfTable } from "./mf-table.js";
 export type { ArmBest } from "./search.js";
 export type { ArmSummary, Comparison } from "./summary.js";
 
@@ -33,6 +36,8 @@ export interface Report {
   csv: string;
   json: string;
   summary: string;
+  /** Matrix-factorisation sweeps: the MF vs OP-MF study table (`mf-study/table.md`), or why there is none. */
+  mf: MfTable | null;
 }
 
 function csvCell(v: unknown): string {
@@ -82,6 +87,7 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
   const data = await loadReportData(root);
   const specs = figureSpecs(data);
   const files = await drawFigures(specs, out, { python: options.python });
+  const mf = await mfTable(data, out, { python: options.python });
   const comps = comparisons(data);
   const arms = armSummaries(data);
   const bests = data.search ? searchBests(data.search) : [];
@@ -92,6 +98,7 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
     csv: join(out, "results.csv"),
     json: join(out, "results.json"),
     summary: join(out, "summary.json"),
+    mf,
   };
   writeFileSync(report.csv, resultsCsv(rows));
   writeFileSync(report.json, `${JSON.stringify(rows, null, 2)}\n`);
@@ -106,6 +113,7 @@ export async function writeReport(dir: string, options: ReportOptions = {}): Pro
     comparisons: comps,
     arms,
     bests,
+    mf,
     generatedAt: new Date().toISOString(),
   });
   writeFileSync(report.html, html);

@@ -16,9 +16,12 @@ to be exact. Writes table.md (rendered by `matrix_factorization_table`), study.j
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ...run.rundir import write_bytes_atomic, write_json_atomic
@@ -180,21 +183,21 @@ def aggregate(trials: list[dict[str, Any]], study: dict[str, Any]) -> list[dict[
                     if group:
                         cells[arm].append(cell(group, keys))
             best = {arm: best_lr(cells[arm], tightest) for arm in ARMS}
-            grid = sorted(float(x) for x in study["lr_grid"][optimizer])
+            # the edge of the lrs this arm ran (a sweep may give each arm its own lrs)
+            grids = {arm: sorted(c["lr"] for c in cells[arm]) for arm in ARMS}
             edge = {
-                arm: best[arm] is not None and len(grid) > 1 and best[arm]["lr"] in (grid[0], grid[-1])
+                arm: best[arm] is not None
+                and len(grids[arm]) > 1
+                and best[arm]["lr"] in (grids[arm][0], grids[arm][-1])
                 for arm in ARMS
             }
-            per_lr = []
-            for mf_cell, op_cell in zip(cells["MF"], cells["OP-MF"], strict=True):
-                per_lr.append(
-                    {
-                        "lr": mf_cell["lr"],
-                        "MF": mf_cell,
-                        "OP-MF": op_cell,
-                        **compare(mf_cell, op_cell, keys, budget),
-                    }
-                )
+            op_at = {c["lr"]: c for c in cells["OP-MF"]}
+            per_lr = [
+                {"lr": mf_cell["lr"], "MF": mf_cell, "OP-MF": op_at[mf_cell["lr"]]}
+                | compare(mf_cell, op_at[mf_cell["lr"]], keys, budget)
+                for mf_cell in cells["MF"]
+                if mf_cell["lr"] in op_at
+            ]
             optimal_rank = next(t["optimal_effective_rank"] for t in trials if t["spectrum"] == spectrum)
             rows.append(
                 {
@@ -281,6 +284,85 @@ def _faster(s: dict[str, Any], op: bool = True) -> bool:
     return s["ratio"] > 1 if op else s["ratio"] < 1
 
 
+def tabulate(trials: list[dict[str, Any]], study: dict[str, Any]) -> dict[str, Any]:
+    """The study's result from its trials' metrics: the table rows, best lrs and the summary."""
+    rows = aggregate(trials, study)
+    return {
+        "trials": len(trials),
+        "table": rows,
+        "best_lr": {f"{r['spectrum']}/{r['optimizer']}": r["best_lr"] for r in rows},
+        "summary": summary(rows, [threshold_key(t) for t in study["thresholds"]]),
+        "paper": PAPER,
+        "relative_floor": RELATIVE_FLOOR,
+    }
+
+
+# --- a sweep's runs as a study (what `oplora report` tabulates for a matrix-factorisation sweep) -------------
+
+
+class NotAStudy(ValueError):
+    """The runs do not make up one MF vs OP-MF study (the message says why)."""
+
+
+def study_of_runs(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """The study that matrix-factorisation runs (spec, metrics) make up: their spectra, optimizers, lrs and
+    seeds, with everything else shared. Raises NotAStudy naming what differs or is missing."""
+    if not runs:
+        raise NotAStudy("no succeeded matrix_factorization run")
+    shared: dict[str, Any] = {}
+    for spec, _ in runs:
+        if spec.get("task") != "matrix_factorization":
+            raise NotAStudy(f"a run of task {spec.get('task')!r}, not matrix_factorization")
+        adapter = spec["adapter"]
+        this = {
+            "matrix": {k: v for k, v in spec["matrix"].items() if k != "spectrum"},
+            "r": adapter["r"],
+            "adapter": {k: v for k, v in adapter.items() if k not in ("kind", "generator")},
+            "steps": spec["train"]["steps"],
+            "thresholds": sorted(spec["thresholds"], reverse=True),
+        }
+        if adapter["kind"] == "op-lora":
+            this["generator"] = adapter["generator"]
+        for key, value in this.items():
+            if shared.setdefault(key, value) != value:
+                raise NotAStudy(f"the runs differ in {key} ({shared[key]!r} vs {value!r}), not only in lr")
+    arms = {m["arm"] for _, m in runs}
+    if arms != set(ARMS):
+        raise NotAStudy(f"needs both arms (lora and op-lora); the runs have {sorted(arms)}")
+    optimizers = sorted({m["optimizer"] for _, m in runs})
+    return {
+        **shared,
+        "spectra": sorted({m["spectrum"] for _, m in runs}),
+        "optimizers": optimizers,
+        "lr_grid": {o: sorted({m["lr"] for _, m in runs if m["optimizer"] == o}) for o in optimizers},
+        "seeds": sorted({s["seed"] for s, _ in runs}),
+    }
+
+
+def tabulate_runs(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
+    """table.md and table.json in `out_dir` for the succeeded matrix-factorisation runs in `run_dirs` (each
+    holding spec.json and result.json), the same table the study task writes; or table.json with `skipped`
+    (why they make no study)."""
+    runs = []
+    for d in run_dirs:
+        result = json.loads((d / "result.json").read_text())
+        if result.get("status") == "succeeded":
+            runs.append((json.loads((d / "spec.json").read_text()), result["metrics"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        study = study_of_runs(runs)
+    except (KeyError, TypeError) as e:  # a run dir some other writer made
+        out = {"skipped": f"a run's spec or metrics lack the matrix-factorisation field {e}"}
+    except NotAStudy as e:
+        out = {"skipped": str(e)}
+    else:
+        result = tabulate([summarize(m) for _, m in runs], study)
+        write_bytes_atomic(out_dir / "table.md", markdown(result, study).encode())
+        out = {"study": study, **result}
+    write_json_atomic(out_dir / "table.json", out)
+    return out
+
+
 # --- the task -----------------------------------------------------------------------------------------------
 
 
@@ -336,7 +418,6 @@ def run(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     grid = trial_grid(spec)
-    keys = [threshold_key(t) for t in spec["thresholds"]]
     trials: list[dict[str, Any]] = []
     curves: dict[tuple[str, str, str, float], list[dict[str, Any]]] = {}
     for i, (spectrum, optimizer, lr, seed, arm) in enumerate(grid):
@@ -347,14 +428,8 @@ def run(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
         loss = metrics["final_loss"] if metrics["final_loss"] is not None else math.nan
         ctx.step(i + 1, len(grid), loss, label=label, relative_excess=metrics["relative_excess"])
 
-    rows = aggregate(trials, spec)
     result = {
-        "trials": len(trials),
-        "table": rows,
-        "best_lr": {f"{r['spectrum']}/{r['optimizer']}": r["best_lr"] for r in rows},
-        "summary": summary(rows, keys),
-        "paper": PAPER,
-        "relative_floor": RELATIVE_FLOOR,
+        **tabulate(trials, spec),
         "wall_s": time.perf_counter() - t0,
         "trial_wall_s_mean": statistics.fmean(t["wall_s"] for t in trials),
     }
@@ -364,7 +439,7 @@ def run(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
     study_json = ctx.path("study.json")
     write_json_atomic(study_json, {"spec": spec, **result, "trial_results": trials})
     ctx.artifact("file", study_json, label="all trials and the aggregated table")
-    means = mean_curves(rows, curves)
+    means = mean_curves(result["table"], curves)
     for path, label in plots.study_curves(
         means,
         spec["spectra"],
@@ -375,3 +450,9 @@ def run(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
     ):
         ctx.artifact("plot", path, label=label)
     return result
+
+
+if __name__ == "__main__":
+    # python -m oplora.tasks.matrix_factorization.study OUT_DIR RUN_DIR...  (the SDK's report calls this)
+    out = tabulate_runs([Path(a) for a in sys.argv[2:]], Path(sys.argv[1]))
+    print(out.get("skipped", "table.md written"))

@@ -115,13 +115,19 @@ def markdown(result: dict[str, Any], spec: dict[str, Any]) -> str:
             ]
             cols += [_speed(c["speedup"][k]) for k in keys]
             lines.append("| " + " | ".join(cols) + " |")
+    lines += _summary_lines(result, keys)
+    return "\n".join(lines)
+
+
+def _summary_lines(result: dict[str, Any], keys: list[str]) -> list[str]:
+    """table.md's closing section: the tallies over rows and shared lrs, beside the paper's headline."""
     s, p = result["summary"], result["paper"]
     sp = ", ".join(
         f"{k}: {_fmt(v, '.2f')}x ({s['speedup_exact_rows'][k]} rows)" for k, v in s["speedup_geomean"].items()
     )
     fe, sh = s["final_excess"], s["shared_lr"]
     faster = ", ".join(f"{k}: {sh['op_mf_faster'][k]} vs {sh['mf_faster'][k]}" for k in keys)
-    lines += [
+    return [
         "",
         "## Summary, beside the paper",
         "",
@@ -137,4 +143,3 @@ def markdown(result: dict[str, Any], spec: dict[str, Any]) -> str:
         f"({p['source']}; its matrix sizes, budgets and lr selection are not known to us).",
         "",
     ]
-    return "\n".join(lines)

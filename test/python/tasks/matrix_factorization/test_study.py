@@ -170,3 +170,49 @@ def test_plan_hooks_describe_one_trial():
     s = tiny_study()
     assert study.lora_layer_shapes(s) == [("linear", (2, 6), (8, 2))]
     assert study.base_parameter_count(s) == 48
+
+
+def test_a_sweeps_runs_tabulate_to_the_study_tasks_own_table(tmp_path):
+    """One owner of the aggregation: the same trials run one by one (as a sweep runs them) give the table the
+    study task computes in-process, and `oplora report` reads it from `tabulate_runs`."""
+    raw = tiny_study()
+    result, code = run_spec(raw, tmp_path / "study")
+    assert code == 0, result and result["error"]
+    s = validate_spec(raw)
+    dirs = []
+    for i, (spectrum, optimizer, lr, seed, arm) in enumerate(study.trial_grid(s)):
+        dirs.append(tmp_path / "runs" / str(i))
+        _, code = run_spec(study.trial_spec(s, spectrum, optimizer, arm, lr, seed), dirs[-1])
+        assert code == 0
+    out = study.tabulate_runs(dirs, tmp_path / "table")
+    assert "skipped" not in out
+    assert out["table"] == result["metrics"]["table"] and out["summary"] == result["metrics"]["summary"]
+    assert out["study"]["lr_grid"] == {"adam": [1e-2, 3e-2]} and out["study"]["seeds"] == [0, 1]
+    table = (tmp_path / "table" / "table.md").read_text()
+    assert table == (tmp_path / "study" / "table.md").read_text()
+    assert json.loads((tmp_path / "table" / "table.json").read_text())["table"] == out["table"]
+
+    # runs that are not one study: say why, write no table
+    other = tmp_path / "runs" / "r4"
+    spec = study.trial_spec(s, "geometric", "adam", "MF", 1e-2, 0)
+    spec["adapter"]["r"] = 4
+    _, code = run_spec(spec, other)
+    assert code == 0
+    out = study.tabulate_runs([*dirs, other], tmp_path / "mixed")
+    assert "differ in r" in out["skipped"] and not (tmp_path / "mixed" / "table.md").exists()
+    mf_only = [d for d in dirs if json.loads((d / "spec.json").read_text())["adapter"]["kind"] == "lora"]
+    assert "needs both arms" in study.tabulate_runs(mf_only, tmp_path / "mf")["skipped"]
+
+
+def test_each_arm_with_its_own_lrs_is_compared_only_at_lrs_both_ran():
+    trials = [
+        trial("MF", 1.0, 0, 1e-4, [10, 20]),
+        trial("OP-MF", 0.03, 0, 1e-5, [5, 10]),
+        trial("MF", 0.1, 0, 1e-3, [30, None]),
+        trial("OP-MF", 0.1, 0, 1e-2, [50, None]),
+    ]
+    s = {"thresholds": [1e-2, 1e-3], "steps": 100, "spectra": ["geometric"], "optimizers": ["adam"]}
+    (row,) = study.aggregate(trials, {**s, "lr_grid": {"adam": [0.03, 0.1, 1.0]}})
+    assert row["best_lr"] == {"MF": 1.0, "OP-MF": 0.03}
+    assert [c["lr"] for c in row["per_lr"]] == [0.1]
+    assert row["best_lr_at_grid_edge"] == {"MF": True, "OP-MF": True}
