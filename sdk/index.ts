@@ -18,11 +18,12 @@ export {
 } from "./errors.js";
 export { type EventOf, RunEvent, type RunEventType } from "./events.js";
 export type { LockHolder } from "./lock.js";
-export { type MetricsOf, TASK_METRICS } from "./metrics.js";
+export { KEY_METRICS, type MetricsOf, TASK_METRICS } from "./metrics.js";
 export { listTargetModules, type Plan, plan, type TargetModules } from "./plan.js";
 export { type Report, type ReportOptions, writeReport } from "./report/index.js";
 export {
   type Artifact,
+  ArtifactKind,
   RunResult,
   type RunResultBase,
   type RunResultOf,
@@ -31,6 +32,18 @@ export {
 } from "./result.js";
 export { RunHandle, type RunOptions, run, type TaskOf } from "./run.js";
 export { readEvents, readResult } from "./run-dir.js";
+export {
+  type ListRunsOptions,
+  listRuns,
+  RUN_LIST_STATUSES,
+  type RunArm,
+  type RunArtifact,
+  type RunDetails,
+  type RunEntry,
+  type RunListStatus,
+  type RunSweep,
+  showRun,
+} from "./runs.js";
 export {
   LlavaMetrics,
   LlavaSpec,

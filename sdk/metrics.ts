@@ -31,3 +31,19 @@ export type MetricsOf<T extends TaskName> = T extends keyof typeof TASK_METRICS
 export function metricsSchemaFor(task: string): z.ZodType {
   return (TASK_METRICS as Record<string, z.ZodType>)[task] ?? LooseMetrics;
 }
+
+/**
+ * The headline scalars of each task, in the order `listRuns` / `oplora runs` show them: matrix
+ * factorisation `relative_excess` (0 at the Eckart-Young optimum) and `final_loss`; text-to-image
+ * `final_loss` and `cmmd`; LLaVA `final_loss`, `eval_loss` and `vqa_accuracy`. A task without an entry
+ * (the MF study: its metrics are tables) shows none.
+ */
+export const KEY_METRICS: { readonly [T in keyof typeof TASK_METRICS]?: readonly (keyof MetricsOf<T>)[] } = {
+  matrix_factorization: ["relative_excess", "final_loss"],
+  text_to_image: ["final_loss", "cmmd"],
+  llava: ["final_loss", "eval_loss", "vqa_accuracy"],
+};
+
+export function keyMetricsFor(task: string): readonly string[] {
+  return ((KEY_METRICS as Record<string, readonly string[] | undefined>)[task] ?? []) as readonly string[];
+}

@@ -57,6 +57,18 @@ export function readEvents(runDir: string): RunEvent[] {
   return events;
 }
 
+/**
+ * The JSON in `path`, or undefined when it is missing, unreadable or not JSON: the one lenient reader of
+ * run and sweep files (sweep store, report, run listing), for files whose absence is an answer, not an error.
+ */
+export function readJsonIfValid<T = unknown>(path: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as T;
+  } catch {
+    return undefined;
+  }
+}
+
 function parseJson(text: string, where: string): unknown {
   try {
     return JSON.parse(text);

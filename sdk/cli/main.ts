@@ -10,6 +10,7 @@ import { doctorCommand } from "./commands/doctor.js";
 import { planCommand } from "./commands/plan.js";
 import { reportCommand } from "./commands/report.js";
 import { runCommand } from "./commands/run.js";
+import { runsCommand, showCommand } from "./commands/runs.js";
 import { schemaCommand } from "./commands/schema.js";
 import { setupCommand } from "./commands/setup.js";
 import { studyCommand } from "./commands/study.js";
@@ -27,6 +28,8 @@ export const COMMANDS: Command[] = [
   demoCommand,
   sweepCommand,
   reportCommand,
+  runsCommand,
+  showCommand,
   generateCommand,
   answerCommand,
   studyCommand,

@@ -14,7 +14,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { scalarMetrics } from "../result.js";
-import { runDirProblem } from "../run-dir.js";
+import { readJsonIfValid, runDirProblem } from "../run-dir.js";
 import { readSearchResults, type SearchResults } from "../sweep/search.js";
 import { readManifest, type SweepManifest } from "../sweep/store.js";
 import type { TrialRow } from "../sweep/sweep.js";
@@ -51,14 +51,6 @@ export interface ReportData {
   primary: string | null;
   /** The search's studies and confirmations, when the sweep held a search. */
   search: SearchResults | null;
-}
-
-function readJsonFile(path: string): unknown {
-  try {
-    return JSON.parse(readFileSync(path, "utf8"));
-  } catch {
-    return undefined;
-  }
 }
 
 function curvesOf(metrics: unknown, runDir: string): Record<string, Series> {
@@ -135,7 +127,7 @@ export async function loadReportData(dir: string): Promise<ReportData> {
   if (!manifest) throw new Error(`${dir}: no sweep.json here; run a sweep into this folder first`);
   const trials: ReportTrial[] = manifest.trials.map((t) => {
     const runDir = join(dir, t.dir);
-    const result = readJsonFile(join(runDir, "result.json")) as Record<string, unknown> | undefined;
+    const result = readJsonIfValid(join(runDir, "result.json")) as Record<string, unknown> | undefined;
     const timing = result?.timing as { wall_s?: number } | undefined;
     const ran = t.status === "succeeded" || t.status === "failed" || t.status === "cancelled";
     const problem = ran ? runDirProblem(runDir) : null;
@@ -156,7 +148,7 @@ export async function loadReportData(dir: string): Promise<ReportData> {
     };
     return {
       row,
-      spec: (readJsonFile(join(runDir, "spec.json")) as Record<string, unknown> | undefined) ?? null,
+      spec: (readJsonIfValid(join(runDir, "spec.json")) as Record<string, unknown> | undefined) ?? null,
       curves: !corrupt && result?.status === "succeeded" ? curvesOf(result.metrics, runDir) : {},
       images: imagesOf(result, runDir),
     };

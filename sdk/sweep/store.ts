@@ -10,11 +10,11 @@
  * directory is moved aside and deleted before it runs again, so results of different specs never mix.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { acquireDirLock } from "../lock.js";
 import type { RunResult } from "../result.js";
-import { runDirProblem, writeFileAtomic } from "../run-dir.js";
+import { readJsonIfValid, runDirProblem, writeFileAtomic } from "../run-dir.js";
 import { sameJson } from "./canonical.js";
 import { SweepLockedError } from "./errors.js";
 import type { SweepPlan } from "./expand.js";
@@ -54,16 +54,8 @@ export function trialDir(sweepDir: string, id: string): string {
   return join(sweepDir, RUNS, id);
 }
 
-export async function readJson<T = unknown>(path: string): Promise<T | undefined> {
-  try {
-    return JSON.parse(await readFile(path, "utf8")) as T;
-  } catch {
-    return undefined;
-  }
-}
-
 export async function readManifest(sweepDir: string): Promise<SweepManifest | undefined> {
-  return readJson<SweepManifest>(join(sweepDir, MANIFEST));
+  return readJsonIfValid<SweepManifest>(join(sweepDir, MANIFEST));
 }
 
 /** Serialises manifest writes: the latest state always lands last. */
@@ -92,9 +84,9 @@ export async function acquireLock(sweepDir: string): Promise<() => Promise<void>
 
 /** A trial directory's reusable result: its result.json when it succeeded for exactly this spec. */
 export async function reusableResult(dir: string, spec: unknown): Promise<RunResult | undefined> {
-  const result = await readJson<RunResult>(join(dir, "result.json"));
+  const result = readJsonIfValid<RunResult>(join(dir, "result.json"));
   if (result?.status !== "succeeded" || runDirProblem(dir) !== null) return undefined; // corrupt: run again
-  const recorded = await readJson(join(dir, "spec.json"));
+  const recorded = readJsonIfValid(join(dir, "spec.json"));
   return recorded !== undefined && sameJson(recorded, spec) ? result : undefined;
 }
 

@@ -1,0 +1,312 @@
+/**
+ * Finding past runs: `listRuns(dir)` walks a folder for run directories (plain runs and sweep trials,
+ * SWEEP/runs/<id>/), `showRun(dir)` reads one back with its artifacts.
+ *
+ * A folder is a run directory when it holds spec.json, result.json, events.ndjson or run.lock; the walk
+ * does not descend into one (its adapter/ and checkpoints are the run's), nor into hidden folders
+ * (a sweep's .trash/) or node_modules. A bad run directory (no spec.json, a result.json that is not JSON
+ * or not a RunResult) is listed with its problem: one bad file never stops a listing.
+ */
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { InputError } from "./errors.js";
+import { liveHolder } from "./lock.js";
+import { keyMetricsFor } from "./metrics.js";
+import { type ArtifactKind, type RunResult, scalarMetrics } from "./result.js";
+import { RUN_LOCK, readJsonIfValid, readResult, runDirProblem } from "./run-dir.js";
+import { MANIFEST, type ManifestTrial, RUNS, type SweepManifest } from "./sweep/store.js";
+
+/**
+ * `succeeded` / `failed` / `cancelled`: what result.json says (`pruned`: a search trial its pruner
+ * stopped); `running`: no result yet and a live process holds run.lock; `incomplete`: no result and no
+ * live holder (killed, or the machine went down); `not_a_run`: run files but no spec.json; `corrupt`:
+ * result.json or events.ndjson unreadable or invalid (the problem says which).
+ */
+export const RUN_LIST_STATUSES = [
+  "succeeded",
+  "failed",
+  "cancelled",
+  "pruned",
+  "running",
+  "incomplete",
+  "not_a_run",
+  "corrupt",
+] as const;
+export type RunListStatus = (typeof RUN_LIST_STATUSES)[number];
+
+/** The adapter a run trained: `adapter.kind`, `r`, `lora_alpha`, `use_rslora` from its spec.json. */
+export interface RunArm {
+  kind: string;
+  r: number | null;
+  lora_alpha: number | null;
+  use_rslora: boolean;
+}
+
+/** The sweep a trial belongs to, from SWEEP/sweep.json. */
+export interface RunSweep {
+  /** The sweep directory's name. */
+  name: string;
+  /** The sweep directory (absolute). */
+  dir: string;
+  /** The trial's axes label (`adapter.kind=lora seed=0`), null when the manifest does not list it. */
+  label: string | null;
+  axes: Record<string, unknown>;
+}
+
+export interface RunEntry {
+  /** The run directory (absolute). */
+  path: string;
+  /** Its folder name (a sweep trial's id). */
+  runId: string;
+  task: string | null;
+  /** Null when the spec has no adapter (the MF study) or there is no spec. */
+  arm: RunArm | null;
+  status: RunListStatus;
+  /** What is wrong (file named) for `not_a_run` and `corrupt`, null otherwise. */
+  problem: string | null;
+  /** The task's key metrics (`KEY_METRICS`), null where the result lacks one; empty without a result. */
+  metrics: Record<string, number | null>;
+  /** result.json's `timing.wall_s`; for a running run, seconds since spec.json was written. */
+  wallS: number | null;
+  /** The newest of result.json and spec.json (the folder itself when neither exists), ISO 8601. */
+  modifiedAt: string;
+  /** Seconds between `modifiedAt` and the listing. */
+  ageS: number;
+  /** Set for a sweep trial. */
+  sweep: RunSweep | null;
+}
+
+export interface ListRunsOptions {
+  /** Only runs of this task. */
+  task?: string | undefined;
+  /** Only runs with this status. */
+  status?: RunListStatus | undefined;
+}
+
+const RUN_FILES = ["spec.json", "result.json", "events.ndjson", RUN_LOCK];
+
+/**
+ * Every run directory under `dir` (itself included), newest first. Throws InputError when `dir` is not
+ * a directory.
+ */
+export function listRuns(dir: string, options: ListRunsOptions = {}): RunEntry[] {
+  const root = resolve(dir);
+  if (!existsSync(root) || !statSync(root).isDirectory())
+    throw new InputError(`${dir}: no such directory`, root);
+  const now = Date.now();
+  const entries: RunEntry[] = [];
+  walk(root, enclosingSweep(root), (runDir, sweep) => entries.push(runEntry(runDir, sweep, now)));
+  return entries
+    .filter((e) => (options.task === undefined || e.task === options.task) && matches(e, options.status))
+    .sort((a, b) => b.modifiedAt.localeCompare(a.modifiedAt) || a.path.localeCompare(b.path));
+}
+
+function matches(entry: RunEntry, status: RunListStatus | undefined): boolean {
+  return status === undefined || entry.status === status;
+}
+
+interface SweepContext {
+  dir: string;
+  trials: Map<string, ManifestTrial>;
+}
+
+function walk(
+  dir: string,
+  sweep: SweepContext | null,
+  found: (runDir: string, s: SweepContext | null) => void,
+) {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return; // unreadable folder (permissions): nothing to list in it
+  }
+  if (RUN_FILES.some((f) => names.includes(f))) {
+    found(dir, sweep);
+    return;
+  }
+  const inner = names.includes(MANIFEST) ? sweepContext(dir) : sweep;
+  for (const name of names.sort()) {
+    if (name.startsWith(".") || name === "node_modules") continue;
+    const path = join(dir, name);
+    if (isDir(path)) walk(path, inner, found);
+  }
+}
+
+/** The sweep whose manifest is in `dir` (its trials by absolute run directory). */
+function sweepContext(dir: string): SweepContext {
+  const manifest = readJsonIfValid<SweepManifest>(join(dir, MANIFEST));
+  const trials = new Map<string, ManifestTrial>();
+  for (const t of Array.isArray(manifest?.trials) ? manifest.trials : []) trials.set(resolve(dir, t.dir), t);
+  return { dir, trials };
+}
+
+/** The sweep above `path` when it is SWEEP/runs or SWEEP/runs/<id> (a listing started inside a sweep). */
+function enclosingSweep(path: string): SweepContext | null {
+  for (const runs of [path, dirname(path)]) {
+    const sweep = dirname(runs);
+    if (basename(runs) === RUNS && existsSync(join(sweep, MANIFEST))) return sweepContext(sweep);
+  }
+  return null;
+}
+
+function isDir(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function mtime(path: string): number | null {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return null;
+  }
+}
+
+function runEntry(runDir: string, sweep: SweepContext | null, now: number): RunEntry {
+  const specPath = join(runDir, "spec.json");
+  const spec = readJsonIfValid<Record<string, unknown>>(specPath);
+  const { status, problem, result } = statusOf(runDir, spec !== undefined);
+  const specTime = mtime(specPath);
+  const times = [mtime(join(runDir, "result.json")), specTime].filter((t): t is number => t !== null);
+  const modified = times.length ? Math.max(...times) : (mtime(runDir) ?? now);
+  const task = typeof spec?.task === "string" ? spec.task : (result?.task ?? null);
+  const trial = sweep?.trials.get(runDir);
+  return {
+    path: runDir,
+    runId: basename(runDir),
+    task,
+    arm: armOf(spec?.adapter),
+    status: status === "cancelled" && trial?.status === "pruned" ? "pruned" : status,
+    problem,
+    metrics: result && task ? keyMetrics(task, result.metrics) : {},
+    wallS:
+      result?.timing?.wall_s ?? (status === "running" && specTime !== null ? (now - specTime) / 1000 : null),
+    modifiedAt: new Date(modified).toISOString(),
+    ageS: Math.max(0, (now - modified) / 1000),
+    sweep: sweep && {
+      name: basename(sweep.dir),
+      dir: sweep.dir,
+      label: trial?.label ?? null,
+      axes: trial?.axes ?? {},
+    },
+  };
+}
+
+interface Status {
+  status: RunListStatus;
+  problem: string | null;
+  result: RunResult | null;
+}
+
+/** The run's status from its files; result.json through the validated reader (sdk/run-dir.ts). */
+function statusOf(runDir: string, hasSpec: boolean): Status {
+  const specPath = join(runDir, "spec.json");
+  if (!hasSpec) {
+    const why = existsSync(specPath) ? "not valid JSON" : "missing: not a run directory";
+    return { status: "not_a_run", problem: `${specPath}: ${why}`, result: null };
+  }
+  if (!existsSync(join(runDir, "result.json"))) {
+    const running = liveHolder(runDir, RUN_LOCK) !== undefined;
+    return { status: running ? "running" : "incomplete", problem: null, result: null };
+  }
+  const problem = runDirProblem(runDir);
+  if (problem) return { status: "corrupt", problem, result: null };
+  const result = readResult(runDir) as RunResult;
+  return { status: result.status, problem: null, result };
+}
+
+function armOf(adapter: unknown): RunArm | null {
+  if (!adapter || typeof adapter !== "object") return null;
+  const a = adapter as Record<string, unknown>;
+  if (typeof a.kind !== "string") return null;
+  return {
+    kind: a.kind,
+    r: typeof a.r === "number" ? a.r : null,
+    lora_alpha: typeof a.lora_alpha === "number" ? a.lora_alpha : null,
+    use_rslora: a.use_rslora === true,
+  };
+}
+
+function keyMetrics(task: string, metrics: unknown): Record<string, number | null> {
+  const scalars = scalarMetrics(metrics);
+  const out: Record<string, number | null> = {};
+  for (const key of keyMetricsFor(task)) {
+    const v = scalars[key];
+    out[key] = typeof v === "number" ? v : null;
+  }
+  return out;
+}
+
+/** One file a run produced, as `showRun` reports it. */
+export interface RunArtifact {
+  kind: ArtifactKind;
+  /** Relative to the run directory, as result.json records it. */
+  path: string;
+  label: string | null;
+  step: number | null;
+  exists: boolean;
+  /** Bytes (a folder's files summed), null when it does not exist. */
+  bytes: number | null;
+}
+
+export interface RunDetails {
+  entry: RunEntry;
+  /** spec.json as recorded (defaults filled in). */
+  spec: Record<string, unknown>;
+  /** Every scalar metric (one level of nesting flattened: `steps_to_excess.1e-3`); empty without a result. */
+  metrics: Record<string, number | string | boolean | null>;
+  /** Why the run failed (from result.json), null otherwise. */
+  error: { type: string; message: string } | null;
+  artifacts: RunArtifact[];
+}
+
+/**
+ * One run directory read back: its listing entry, spec, scalar metrics, error and artifacts. Throws
+ * InputError when `dir` does not exist or holds no spec.json; a corrupt result.json is `entry.problem`.
+ */
+export function showRun(dir: string): RunDetails {
+  const runDir = resolve(dir);
+  if (!isDir(runDir)) throw new InputError(`${dir}: no such run directory`, runDir);
+  const spec = readJsonIfValid<Record<string, unknown>>(join(runDir, "spec.json"));
+  if (!spec || typeof spec !== "object")
+    throw new InputError(
+      `${dir} is not a run directory: ${join(runDir, "spec.json")} missing or not JSON`,
+      runDir,
+    );
+  const entry = runEntry(runDir, enclosingSweep(runDir), Date.now());
+  const result = entry.status === "corrupt" ? null : readResult(runDir);
+  return {
+    entry,
+    spec,
+    metrics: scalarMetrics(result?.metrics),
+    error: result?.error ? { type: result.error.type, message: result.error.message } : null,
+    artifacts: (result?.artifacts ?? []).map((a) => {
+      const bytes = sizeOf(join(runDir, a.path));
+      return {
+        kind: a.kind,
+        path: a.path,
+        label: a.label ?? null,
+        step: a.step ?? null,
+        exists: bytes !== null,
+        bytes,
+      };
+    }),
+  };
+}
+
+function sizeOf(path: string): number | null {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(path);
+  } catch {
+    return null;
+  }
+  if (!st.isDirectory()) return st.size;
+  let total = 0;
+  for (const name of readdirSync(path)) total += sizeOf(join(path, name)) ?? 0;
+  return total;
+}

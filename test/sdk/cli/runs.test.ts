@@ -1,0 +1,140 @@
+/**
+ * `oplora runs` and `oplora show` through the built CLI (dist/, from `npm run build`), over a real MF run
+ * made by `oplora run`, a 2-trial sweep, a copy of the run with a truncated result.json and a folder with
+ * run files but no spec.json.
+ */
+import { cpSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { execa } from "execa";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { RunDetails, RunEntry } from "../../../sdk/runs.js";
+import { sweep } from "../../../sdk/sweep/sweep.js";
+import { REPO, tempRunDir } from "../helpers.js";
+
+const MAIN = join(REPO, "dist", "sdk", "cli", "main.js");
+const cli = (args: string[]) => execa("node", [MAIN, ...args], { reject: false, cwd: REPO });
+
+const spec = {
+  task: "matrix_factorization",
+  device: "cpu",
+  matrix: { rows: 16, cols: 16 },
+  adapter: { kind: "lora", r: 2, use_rslora: true },
+  train: { steps: 20, log_every: 10 },
+} as const;
+
+describe("oplora runs / oplora show (built CLI)", () => {
+  const root = tempRunDir("store");
+  const plain = join(root, "plain");
+  const sweepDir = join(root, "sw");
+  const corrupt = join(root, "corrupt");
+  const noSpec = join(root, "no-spec");
+
+  beforeAll(async () => {
+    mkdirSync(root, { recursive: true });
+    const specFile = join(root, "spec.in.json");
+    writeFileSync(specFile, JSON.stringify(spec));
+    const r = await cli(["run", specFile, "--out", plain]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    rmSync(specFile);
+    const handle = sweep({ ...spec, adapter: { kind: "lora", r: 2 } }, { seeds: [0, 1], outDir: sweepDir });
+    for await (const _ of handle);
+    await handle;
+    cpSync(plain, corrupt, { recursive: true });
+    writeFileSync(join(corrupt, "result.json"), "{");
+    mkdirSync(noSpec);
+    writeFileSync(join(noSpec, "result.json"), "{}");
+    // the plain run the oldest, the corrupt copy the newest: the table's order is not the walk's
+    utimesSync(join(plain, "spec.json"), 1e9, 1e9);
+    utimesSync(join(plain, "result.json"), 1e9, 1e9);
+    const later = Date.now() / 1000 + 60;
+    utimesSync(join(corrupt, "spec.json"), later, later);
+    utimesSync(join(corrupt, "result.json"), later, later);
+  }, 240_000);
+
+  it("--help lists runs and show", async () => {
+    const r = await cli(["--help"]);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toMatch(/^ {2}runs +list the runs/m);
+    expect(r.stdout).toMatch(/^ {2}show +one run/m);
+    expect((await cli(["runs", "--help"])).stdout).toContain("--status STATUS");
+  });
+
+  it("runs: a table, newest first, with arm, status, key metrics and each bad folder's problem", async () => {
+    const r = await cli(["runs", root]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const lines = r.stdout.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^TASK +ARM +STATUS +METRICS +WALL +AGE +TRIAL +PATH$/);
+    const rows = lines.slice(1).filter((l) => !l.startsWith("  !"));
+    expect(rows).toHaveLength(5);
+    expect(rows[0]).toMatch(/corrupt/);
+    expect(rows[0]?.endsWith(corrupt)).toBe(true);
+    expect(rows.at(-1)?.endsWith(plain)).toBe(true);
+    const result = JSON.parse(readFileSync(join(plain, "result.json"), "utf8"));
+    expect(rows.at(-1)).toMatch(
+      /^matrix_factorization +lora r=2 rslora +succeeded +relative_excess=\S+ final_loss=\S+ /,
+    );
+    expect(rows.at(-1)).toContain(`final_loss=${Number(result.metrics.final_loss).toPrecision(4)}`);
+    expect(rows.filter((l) => /sw: seed=[01] /.test(l))).toHaveLength(2);
+    expect(r.stdout).toContain(`  ! ${join(corrupt, "result.json")}: not valid JSON`);
+    expect(r.stdout).toContain(`  ! ${join(noSpec, "spec.json")}: missing: not a run directory`);
+  });
+
+  it("runs --json prints the listRuns array; --task and --status filter it", async () => {
+    const all = JSON.parse((await cli(["runs", root, "--json"])).stdout) as RunEntry[];
+    expect(all.map((e) => e.status).sort()).toEqual([
+      "corrupt",
+      "not_a_run",
+      "succeeded",
+      "succeeded",
+      "succeeded",
+    ]);
+    const plainEntry = all.find((e) => e.path === plain);
+    expect(plainEntry?.arm).toEqual({ kind: "lora", r: 2, lora_alpha: null, use_rslora: true });
+    expect(plainEntry?.metrics.final_loss).toBe(
+      JSON.parse(readFileSync(join(plain, "result.json"), "utf8")).metrics.final_loss,
+    );
+    const ok = JSON.parse(
+      (await cli(["runs", root, "--status", "succeeded", "--json"])).stdout,
+    ) as RunEntry[];
+    expect(ok).toHaveLength(3);
+    expect(ok.filter((e) => e.sweep?.name === "sw")).toHaveLength(2);
+    const none = await cli(["runs", root, "--task", "llava"]);
+    expect(none.exitCode).toBe(0);
+    expect(none.stdout).toBe(`no runs under ${root}`);
+  });
+
+  it("show: status, metrics, artifacts and spec; --json the showRun object", async () => {
+    const r = await cli(["show", plain]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^status +succeeded$/m);
+    expect(r.stdout).toMatch(/^ {2}final_loss +\S+$/m);
+    expect(r.stdout).toMatch(/^ {2}adapter +adapter +\d+(\.\d)? (B|KiB)$/m);
+    expect(r.stdout).toContain('"use_rslora": true');
+    const d = JSON.parse((await cli(["show", plain, "--json"])).stdout) as RunDetails;
+    expect(d.entry.path).toBe(plain);
+    expect(d.spec).toEqual(JSON.parse(readFileSync(join(plain, "spec.json"), "utf8")));
+    expect(d.artifacts.length).toBeGreaterThan(0);
+    for (const a of d.artifacts) expect(a.exists).toBe(true);
+    const c = await cli(["show", corrupt]);
+    expect(c.exitCode).toBe(0);
+    expect(c.stdout).toMatch(/^status +corrupt$/m);
+    expect(c.stdout).toContain(`problem  ${join(corrupt, "result.json")}: not valid JSON`);
+  });
+
+  it("a wrong path or a bad flag: a clear error, exit 2", async () => {
+    const missing = join(root, "nope");
+    const a = await cli(["runs", missing]);
+    expect(a.exitCode).toBe(2);
+    expect(a.stderr).toBe(`oplora: ${missing}: no such directory`);
+    const b = await cli(["show", missing]);
+    expect(b.exitCode).toBe(2);
+    expect(b.stderr).toContain(missing);
+    const c = await cli(["show", noSpec]);
+    expect(c.exitCode).toBe(2);
+    expect(c.stderr).toContain("not a run directory");
+    const d = await cli(["runs", root, "--status", "done"]);
+    expect(d.exitCode).toBe(2);
+    expect(d.stderr).toContain("--status: expected one of succeeded");
+    expect((await cli(["runs"])).exitCode).toBe(2);
+  });
+});

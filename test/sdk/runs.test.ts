@@ -1,0 +1,203 @@
+/**
+ * listRuns / showRun over real run directories: one MF run through `run()`, a 3-trial MF sweep (LoRA and
+ * OP-LoRA on the CPU, one LoRA trial on a CUDA device that does not exist: failed), plus hand-made bad
+ * folders: a truncated result.json, a schema-invalid one, run files without spec.json, a run without a
+ * result (incomplete) and one whose run.lock a live process holds (running).
+ */
+import { cpSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { InputError } from "../../sdk/errors.js";
+import { run } from "../../sdk/run.js";
+import { listRuns, type RunEntry, showRun } from "../../sdk/runs.js";
+import type { SpecInput } from "../../sdk/spec/index.js";
+import { readManifest } from "../../sdk/sweep/store.js";
+import { sweep } from "../../sdk/sweep/sweep.js";
+import { tempRunDir } from "./helpers.js";
+
+const base: SpecInput = {
+  task: "matrix_factorization",
+  device: "cpu",
+  matrix: { rows: 16, cols: 16 },
+  adapter: { kind: "lora", r: 2 },
+  train: { steps: 20, log_every: 10 },
+};
+
+const json = (path: string) => JSON.parse(readFileSync(path, "utf8"));
+const at = (entries: RunEntry[], path: string) => entries.find((e) => e.path === path);
+
+/** Set a run's result/spec times to `t` seconds since the epoch (listing order and age). */
+function touch(dir: string, t: number) {
+  for (const f of ["spec.json", "result.json"]) {
+    try {
+      utimesSync(join(dir, f), t, t);
+    } catch {
+      // absent in this folder
+    }
+  }
+}
+
+describe("listRuns / showRun (real MF runs and a sweep)", () => {
+  const root = tempRunDir("store");
+  const plain = join(root, "plain");
+  const sweepDir = join(root, "nested", "sw");
+  const bad = (name: string) => join(root, "bad", name);
+
+  beforeAll(async () => {
+    await run(base, { outDir: plain });
+    const handle = sweep(
+      { ...base, adapter: { kind: "op-lora", r: 2, generator: { embedding_dim: 8, hidden_dim: 8 } } },
+      {
+        zip: { "adapter.kind": ["lora", "op-lora", "lora"], device: ["cpu", "cpu", "cuda:7"] },
+        seeds: [0],
+        outDir: sweepDir,
+      },
+    );
+    for await (const _ of handle);
+    await handle;
+    cpSync(plain, bad("truncated"), { recursive: true });
+    const text = readFileSync(join(plain, "result.json"), "utf8");
+    writeFileSync(join(bad("truncated"), "result.json"), text.slice(0, text.length / 2));
+    cpSync(plain, bad("invalid"), { recursive: true });
+    writeFileSync(
+      join(bad("invalid"), "result.json"),
+      JSON.stringify({ ...json(join(plain, "result.json")), status: "done" }),
+    );
+    mkdirSync(bad("no-spec"), { recursive: true });
+    writeFileSync(join(bad("no-spec"), "events.ndjson"), "");
+    cpSync(plain, bad("killed"), { recursive: true });
+    rmSync(join(bad("killed"), "result.json"));
+    cpSync(plain, bad("live"), { recursive: true });
+    rmSync(join(bad("live"), "result.json"));
+    writeFileSync(
+      join(bad("live"), "run.lock"),
+      JSON.stringify({ pid: process.pid, hostname: hostname(), started_at: new Date().toISOString() }),
+    );
+    // an ordinary folder with no run files is no entry
+    mkdirSync(join(root, "notes"), { recursive: true });
+    writeFileSync(join(root, "notes", "todo.txt"), "x");
+  }, 240_000);
+
+  it("lists every run and trial once, with task, arm, status, key metrics and wall time from its files", async () => {
+    const entries = listRuns(root);
+    const manifest = await readManifest(sweepDir);
+    const trials = manifest?.trials ?? [];
+    expect(trials).toHaveLength(3);
+    const expected = [
+      plain,
+      ...trials.map((t) => join(sweepDir, t.dir)),
+      ...["truncated", "invalid", "no-spec", "killed", "live"].map(bad),
+    ];
+    expect(entries.map((e) => e.path).sort()).toEqual(expected.sort());
+
+    const p = at(entries, plain) as RunEntry;
+    const result = json(join(plain, "result.json"));
+    expect(p).toMatchObject({
+      runId: "plain",
+      task: "matrix_factorization",
+      arm: { kind: "lora", r: 2, lora_alpha: null, use_rslora: false },
+      status: "succeeded",
+      problem: null,
+      sweep: null,
+      wallS: result.timing.wall_s,
+    });
+    expect(p.metrics).toEqual({
+      relative_excess: result.metrics.relative_excess,
+      final_loss: result.metrics.final_loss,
+    });
+
+    for (const t of trials) {
+      const e = at(entries, join(sweepDir, t.dir)) as RunEntry;
+      expect(e.sweep).toEqual({ name: "sw", dir: sweepDir, label: t.label, axes: t.axes });
+      expect(e.runId).toBe(t.id);
+      expect(e.status).toBe(t.status);
+      expect(e.arm?.kind).toBe(t.axes["adapter.kind"]);
+    }
+    expect(trials.map((t) => t.status).sort()).toEqual(["failed", "succeeded", "succeeded"]);
+  });
+
+  it("names the problem of each bad folder instead of throwing or skipping it", () => {
+    const entries = listRuns(join(root, "bad"));
+    const truncated = at(entries, bad("truncated"));
+    expect(truncated?.status).toBe("corrupt");
+    expect(truncated?.problem).toContain(join(bad("truncated"), "result.json"));
+    expect(truncated?.problem).toContain("not valid JSON");
+    const invalid = at(entries, bad("invalid"));
+    expect(invalid?.status).toBe("corrupt");
+    expect(invalid?.problem).toMatch(/does not match RunResult: status/);
+    expect(invalid?.metrics).toEqual({});
+    expect(at(entries, bad("no-spec"))).toMatchObject({
+      status: "not_a_run",
+      task: null,
+      problem: `${join(bad("no-spec"), "spec.json")}: missing: not a run directory`,
+    });
+    expect(at(entries, bad("killed"))).toMatchObject({ status: "incomplete", problem: null, wallS: null });
+    const live = at(entries, bad("live"));
+    expect(live?.status).toBe("running");
+    expect(live?.wallS).toBeGreaterThanOrEqual(0);
+  });
+
+  it("filters by task and status; newest first; a listing inside the sweep keeps its trials' sweep", () => {
+    expect(listRuns(root, { status: "succeeded" }).map((e) => e.status)).toEqual([
+      "succeeded",
+      "succeeded",
+      "succeeded",
+    ]);
+    expect(listRuns(root, { status: "failed" })).toHaveLength(1);
+    expect(listRuns(root, { task: "text_to_image" })).toEqual([]);
+    const mf = listRuns(root, { task: "matrix_factorization", status: "corrupt" });
+    expect(mf.map((e) => e.path).sort()).toEqual([bad("invalid"), bad("truncated")]);
+
+    touch(plain, 1_000_000_000);
+    touch(bad("killed"), 1_500_000_000);
+    const entries = listRuns(root);
+    const times = entries.map((e) => e.modifiedAt);
+    expect(times).toEqual([...times].sort().reverse());
+    expect(entries.at(-1)?.path).toBe(plain);
+    expect(entries.at(-2)?.path).toBe(bad("killed"));
+    expect(at(entries, plain)?.modifiedAt).toBe(new Date(1_000_000_000_000).toISOString());
+    expect(at(entries, plain)?.ageS).toBeGreaterThan(1e8);
+
+    const inside = listRuns(join(sweepDir, "runs"));
+    expect(inside).toHaveLength(3);
+    for (const e of inside) expect(e.sweep?.name).toBe("sw");
+  });
+
+  it("a folder that does not exist is an InputError naming it", () => {
+    expect(() => listRuns(join(root, "nope"))).toThrow(InputError);
+    expect(() => listRuns(join(root, "nope"))).toThrow(join(root, "nope"));
+    expect(() => showRun(join(root, "nope"))).toThrow(/nope: no such run directory/);
+    expect(() => showRun(bad("no-spec"))).toThrow(/not a run directory/);
+  });
+
+  it("showRun: spec, scalar metrics, artifacts with sizes and existence; a failed trial's error", async () => {
+    const copy = join(root, "shown");
+    cpSync(plain, copy, { recursive: true });
+    const d = showRun(copy);
+    expect(d.spec).toEqual(json(join(plain, "spec.json")));
+    const result = json(join(plain, "result.json"));
+    expect(d.metrics.final_loss).toBe(result.metrics.final_loss);
+    expect(d.error).toBeNull();
+    expect(d.artifacts.map((a) => a.path)).toEqual(result.artifacts.map((a: { path: string }) => a.path));
+    const plot = d.artifacts.find((a) => a.kind === "plot");
+    expect(plot?.exists).toBe(true);
+    expect(plot?.bytes).toBe(statSync(join(copy, plot?.path as string)).size);
+    const adapter = d.artifacts.find((a) => a.kind === "adapter");
+    expect(adapter?.bytes).toBeGreaterThan(0);
+
+    rmSync(join(copy, plot?.path as string));
+    expect(showRun(copy).artifacts.find((a) => a.kind === "plot")).toMatchObject({
+      exists: false,
+      bytes: null,
+    });
+
+    const failed = listRuns(root, { status: "failed" })[0] as RunEntry;
+    const f = showRun(failed.path);
+    expect(f.entry.sweep?.name).toBe("sw");
+    expect(f.error?.message).toBe(json(join(failed.path, "result.json")).error.message);
+    expect(f.error?.message.length).toBeGreaterThan(0);
+
+    expect(showRun(bad("truncated")).entry.status).toBe("corrupt");
+  });
+});
