@@ -137,7 +137,7 @@ class Trainer:
 
     def __init__(self, spec: dict[str, Any], ctx: RunContext) -> None:
         from ...adapter import set_seed
-        from ...training.loop import autocast_dtype, build_accelerator
+        from ...training.loop import autocast_dtype, build_accelerator, memory_baseline
         from .data import ImageCaptions, read_dataset, read_imagefolder
         from .pipeline import check_model_path, check_resolution, is_sdxl, load_pipeline, text_encoders
 
@@ -165,6 +165,7 @@ class Trainer:
 
         self.accelerator = build_accelerator(self.train, ctx.device)
         self.weight_dtype = autocast_dtype(self.train["mixed_precision"])
+        self.memory_baseline = memory_baseline(self.accelerator.device, ("diffusers", "transformers", "peft"))
         pipe = load_pipeline(spec["model"])
         check_resolution(pipe, d["resolution"])
         _check_targets(pipe, adapter)
@@ -249,7 +250,7 @@ class Trainer:
                 self._evaluate(step, history)
         train_s = time.perf_counter() - t0
         acc.wait_for_everyone()
-        peak = peak_memory_bytes(acc.device)
+        peak = peak_memory_bytes(acc.device, self.memory_baseline)
         gen_params = count_parameters(params) if spec["adapter"]["kind"] == "op-lora" else 0
         metrics: dict[str, Any] = {
             "model_kind": "sdxl" if self.sdxl else "sd",
@@ -272,7 +273,7 @@ class Trainer:
         final = self._evaluate(total, history, final=True)
         metrics.update(final)
         metrics["cmmd_curve"] = [{"step": st, "cmmd": v} for st, v in history["cmmd"]]
-        metrics["peak_memory_bytes"] = max(peak, peak_memory_bytes(acc.device))
+        metrics["peak_memory_bytes"] = max(peak, peak_memory_bytes(acc.device, self.memory_baseline))
         return metrics
 
     def micro_step(self, module: nn.Module, u: int, bs: int) -> torch.Tensor:
