@@ -159,6 +159,12 @@ def base_parameter_count(spec: dict[str, Any]) -> int:
     return int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
 
 
+def memory_terms(spec: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """The plan's task term: the target M, held through training in fp64 and as its fp32 copy."""
+    entries = int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
+    return {"target_matrix": (entries * 12, "rows x cols x 12 (the target M in fp64 and its fp32 copy)")}
+
+
 # --- training -----------------------------------------------------------------------------------------------
 
 

@@ -80,9 +80,35 @@ def lora_layer_shapes(spec: dict[str, Any]) -> list[tuple[str, tuple[int, ...], 
     return out
 
 
+def _component_parameter_count(spec: dict[str, Any], name: str, library: str, cls_name: str) -> int:
+    """Parameters of one pipeline component (vae, text_encoder, ...), built from its config on the meta device."""
+    import importlib
+
+    model, sub = spec["model"], {"subfolder": name, "revision": spec["model"].get("revision")}
+    cls = getattr(importlib.import_module(library), cls_name)
+    with torch.device("meta"):
+        if library == "diffusers":
+            m = cls.from_config(cls.load_config(model["pretrained"], **sub))
+        else:
+            from transformers import AutoConfig
+
+            m = cls._from_config(AutoConfig.from_pretrained(model["pretrained"], **sub))
+    return sum(p.numel() for p in m.parameters())
+
+
 def base_parameter_count(spec: dict[str, Any]) -> int:
-    """Parameters of the UNet (the module adapted by default), from its config on the meta device."""
-    return sum(p.numel() for p in _unet_on_meta(spec).parameters())
+    """Parameters of every model the run holds on the device: the UNet, the VAE and the text encoders
+    (model_index.json's vae, text_encoder, text_encoder_2; a separate model.vae is counted as the
+    pipeline's own), each from its config on the meta device."""
+    from diffusers import DiffusionPipeline
+
+    index = DiffusionPipeline.load_config(spec["model"]["pretrained"], revision=spec["model"].get("revision"))
+    total = sum(p.numel() for p in _unet_on_meta(spec).parameters())
+    for name in ("vae", "text_encoder", "text_encoder_2"):
+        library, cls_name = index.get(name) or (None, None)
+        if library in ("diffusers", "transformers") and cls_name:
+            total += _component_parameter_count(spec, name, library, cls_name)
+    return total
 
 
 # --- the run ----------------------------------------------------------------------------------------------
