@@ -26,6 +26,7 @@ const benches = [
   { name: "search", cmd: tsx, file: "bench/search.ts" },
   { name: "text_to_image", cmd: python, file: "bench/text_to_image.py" },
   { name: "llava", cmd: python, file: "bench/llava.py" },
+  { name: "memory", cmd: python, file: "bench/memory.py" },
 ];
 
 let failed = 0;

@@ -64,12 +64,16 @@ done
 
 "$PY" - "$OUT" <<'EOF'
 import json, pathlib, sys
+from oplora.plan import plan
 out = pathlib.Path(sys.argv[1])
 rows = []
 for res in sorted(out.glob("*/result.json")):
     r = json.loads(res.read_text()); m = r.get("metrics") or {}
+    peak = m.get("peak_memory_bytes")  # CUDA allocator peak; next to it the plan's estimate (before activations)
+    est = plan(json.loads((out / f"{res.parent.name}.spec.json").read_text()))["memory_bytes"]["total"]
     rows.append({"run": res.parent.name, "status": r["status"], "eval_loss": m.get("eval_loss"),
-                 "vqa_accuracy": m.get("vqa_accuracy"), "peak_memory_gib": (m.get("peak_memory_bytes") or 0) / 2**30,
+                 "vqa_accuracy": m.get("vqa_accuracy"), "peak_memory_gib": (peak or 0) / 2**30,
+                 "plan_estimate_gib": est / 2**30, "estimate_over_measured": est / peak if peak else None,
                  "tokens_per_second": m.get("tokens_per_second")})
 (out / "summary.json").write_text(json.dumps(rows, indent=1))
 for row in rows:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real text-to-image comparison, for a machine with a CUDA GPU and the weights (not run in CI):
 # LoRA vs OP-LoRA at equal rank on SDXL (or SD 1.5), same data, steps and seed; each run's result.json holds
-# the loss curve, CMMD over steps (eval_every), sample images, adapters, peak memory and steps/s.
+# the loss curve, CMMD over steps (eval_every), sample images, adapters, peak memory and steps/s; the
+# comparison prints the plan's memory estimate next to each run's peak_memory_bytes (CUDA allocator peak).
 #
 #   scripts/gpu-text-to-image.sh DATA_DIR REFERENCE_DIR [MODEL] [OUT_DIR]
 #     DATA_DIR        imagefolder: images + metadata.jsonl {"file_name", "text"} (e.g. WikiArt Monet, Naruto)
@@ -38,6 +39,7 @@ PY
 done
 "$PY" - "$OUT" <<'PY'
 import json, sys, pathlib
+from oplora.plan import plan
 out = pathlib.Path(sys.argv[1])
 rows = {}
 for kind in ("lora", "op-lora"):
@@ -45,6 +47,11 @@ for kind in ("lora", "op-lora"):
     m = r.get("metrics") or {}
     rows[kind] = {k: m.get(k) for k in ("cmmd", "cmmd_curve", "final_loss", "peak_memory_bytes", "steps_per_s",
                                         "lora_parameters", "generator_parameters")} | {"status": r["status"]}
+    # the plan's estimate (tensors held, before activations) next to the CUDA allocator's peak
+    est = plan(json.loads((out / f"spec-{kind}.json").read_text()))["memory_bytes"]["total"]
+    peak = m.get("peak_memory_bytes")
+    rows[kind] |= {"plan_estimate_bytes": est, "estimate_over_measured": est / peak if peak else None}
 (out / "comparison.json").write_text(json.dumps(rows, indent=2))
-print(json.dumps({k: {x: v[x] for x in ("status", "cmmd", "final_loss", "peak_memory_bytes")} for k, v in rows.items()}, indent=2))
+keys = ("status", "cmmd", "final_loss", "peak_memory_bytes", "plan_estimate_bytes", "estimate_over_measured")
+print(json.dumps({k: {x: v[x] for x in keys} for k, v in rows.items()}, indent=2))
 PY

@@ -33,6 +33,11 @@ export const Plan = z.looseObject({
     generated_factors: z.number(),
     total: z.number(),
   }),
+  memory_formula: z
+    .record(z.string(), z.string())
+    .describe(
+      "how each memory_bytes term is computed (a task may add its own terms); the total is the tensors a run holds, before activations",
+    ),
   device: z.string(),
   device_memory_bytes: z.number().nullable(),
   fits: z.boolean(),

@@ -8,16 +8,22 @@ Per adapted layer with lora_A weight (r, d_in) and lora_B weight (d_out, r), nA 
                       + nA·h + nA    (A head)
                       + nB·h + nB    (B head)          ≈ (h + 1) · LoRA params for large layers
 
-Training memory (bytes), activations excluded:
+Training memory (bytes), activations excluded (`MEMORY_FORMULA`, returned as the plan's `memory_formula`):
 
     base weights       base params × dtype bytes (frozen, no grads, no optimizer state)
     trainable state    trainable params × 16   (fp32 param + grad + Adam m + Adam v)
     lora weights       LoRA params × 4          (op-lora: PEFT's own A, B tensors, kept as parametrization originals)
     generated factors  LoRA params × 8          (op-lora: the generated A, B and their grads, fp32)
+    + task terms       a task's own tensors held through training (e.g. MF's target matrix)
+
+It is the tensors a run holds, not its peak: activations, transient copies, the CUDA context or (on the
+CPU) the process's library code and allocator arenas are not in it. bench/memory.py sets it against the
+`peak_memory_bytes` of real runs.
 
 A task module provides `lora_layer_shapes(spec) -> [(name, A shape, B shape)]` and
 `base_parameter_count(spec) -> int`, computed without loading weights; `base_dtype_bytes(spec)` is optional
-(default 4, fp32). `plan_adapter(spec)` is optional too, for a spec without an `adapter` block.
+(default 4, fp32), and so are `plan_adapter(spec)`, for a spec without an `adapter` block, and
+`memory_terms(spec) -> {name: (bytes, formula)}`, the task's own terms.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ Shape = tuple[int, ...]
 LayerShapes = list[tuple[str, Shape, Shape]]
 
 BYTES_PER_TRAINABLE = 16  # fp32 param + grad + Adam m + Adam v
+MEMORY_FORMULA = {
+    "base_weights": "base parameters x dtype bytes (frozen: no grads, no optimizer state)",
+    "trainable_state": "trainable parameters x 16 (fp32 param + grad + Adam m + Adam v)",
+    "lora_weights": "op-lora: LoRA parameters x 4 (PEFT's A, B kept as parametrization originals); lora: 0",
+    "generated_factors": "op-lora: LoRA parameters x 8 (the generated A, B and their grads, fp32); lora: 0",
+    "total": "the sum: tensors held through training; activations, transient copies, the CUDA context and "
+    "the CPU process's library code are not in it",
+}
 HEADROOM = 0.9  # leave 10% of the device for activations, the CUDA context and fragmentation
 
 
@@ -66,6 +80,14 @@ def _task_hooks(task: str) -> tuple[Callable[..., LayerShapes], Callable[..., in
         )
     dtype_bytes = getattr(module, "base_dtype_bytes", None) or (lambda _spec: 4)
     return shapes, base, dtype_bytes
+
+
+def task_memory_terms(spec: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """The task's own memory terms, {name: (bytes, formula)} (its `memory_terms(spec)`; none without one)."""
+    from .run.runner import TASK_MODULES
+
+    hook = getattr(importlib.import_module(TASK_MODULES[spec["task"]]), "memory_terms", None)
+    return dict(hook(spec)) if hook is not None else {}
 
 
 def generator_parameters_per_layer(n_a: int, n_b: int, embedding_dim: int, hidden_dim: int) -> int:
@@ -142,7 +164,11 @@ def plan(raw_spec: Any) -> dict[str, Any]:
         "lora_weights": counts["lora_parameters"] * 4 if op else 0,
         "generated_factors": counts["lora_parameters"] * 8 if op else 0,
     }
+    formula = {k: MEMORY_FORMULA[k] for k in memory}
+    for name, (n_bytes, text) in task_memory_terms(spec).items():
+        memory[name], formula[name] = int(n_bytes), text
     total = sum(memory.values())
+    formula["total"] = MEMORY_FORMULA["total"]
     device, available = device_memory(str(spec.get("device", "auto")))
     fits = available is None or total <= HEADROOM * available
     if available is None:
@@ -166,6 +192,7 @@ def plan(raw_spec: Any) -> dict[str, Any]:
         "trainable_parameters": trainable,
         "base_parameters": base_params,
         "memory_bytes": {**memory, "total": total},
+        "memory_formula": formula,
         "device": device,
         "device_memory_bytes": available,
         "fits": fits,

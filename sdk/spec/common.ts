@@ -57,3 +57,11 @@ export const Optimizer = z.strictObject({
   momentum: z.number().min(0).max(1).default(0.9).describe("momentum (optimizer 'momentum' only)"),
   weight_decay: z.number().min(0).default(0),
 });
+
+/** Every task's `peak_memory_bytes` metric (python/oplora/training/loop.py `peak_memory_bytes`). */
+export const PeakMemoryBytes = z
+  .int()
+  .nonnegative()
+  .describe(
+    "peak memory of the run: on CUDA the allocator's peak (torch.cuda.max_memory_allocated: weights, optimizer state, activations; not the CUDA context or cached blocks); on the CPU the peak resident set size minus the RSS just before the model was built (after torch and the task's libraries were imported), i.e. what this run added",
+  );

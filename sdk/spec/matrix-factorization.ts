@@ -8,7 +8,15 @@
  * relative excess = (loss - Eckart-Young optimum) / (1 - optimum), i.e. the excess over the initial excess.
  */
 import { z } from "zod";
-import { adapterSchema, Device, GeneratorConfig, Optimizer, OptimizerName, Seed } from "./common.js";
+import {
+  adapterSchema,
+  Device,
+  GeneratorConfig,
+  Optimizer,
+  OptimizerName,
+  PeakMemoryBytes,
+  Seed,
+} from "./common.js";
 import { ReportTo } from "./training.js";
 
 export const Spectrum = z.enum(["gaussian", "geometric", "power_law"]);
@@ -125,6 +133,7 @@ export const MatrixFactorizationMetrics = z.looseObject({
     .describe(
       'first step whose relative excess fell below each threshold, keyed "1e-2", "1e-3", ... (null: never)',
     ),
+  peak_memory_bytes: PeakMemoryBytes,
 });
 
 /** The study's metrics are its own (tables of arms x optimizers x spectra); typed loosely. */

@@ -4,7 +4,7 @@
  * with validation images and CMMD, exported as a PEFT adapter dir and a diffusers `pytorch_lora_weights`.
  */
 import { z } from "zod";
-import { adapterSchema, Device, Optimizer, Seed } from "./common.js";
+import { adapterSchema, Device, Optimizer, PeakMemoryBytes, Seed } from "./common.js";
 import { dataSource, datasetSplit } from "./data-source.js";
 import { TrainingConfig } from "./training.js";
 
@@ -141,7 +141,7 @@ export const TextToImageMetrics = z.looseObject({
   lora_parameters: z.int(),
   generator_parameters: z.int(),
   trainable_parameters: z.int(),
-  peak_memory_bytes: z.int(),
+  peak_memory_bytes: PeakMemoryBytes,
   train_s: z.number(),
   steps_per_s: z.number().nullable(),
   num_processes: z.int(),

@@ -107,23 +107,53 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    """CUDA: max memory allocated on `device` since the last reset. CPU: the process's peak resident set
-    size: VmHWM from /proc/self/status on Linux (ru_maxrss survives exec, so it would report the parent's
-    peak, e.g. Node's), ru_maxrss elsewhere (kilobytes on Linux, bytes on macOS)."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
+def _proc_status_bytes(field: str) -> int | None:
+    """A kB field of /proc/self/status (VmRSS, VmHWM) in bytes; None off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def _max_rss_bytes() -> int:
+    """The process's peak resident set size: VmHWM on Linux (ru_maxrss survives exec, so it would report
+    the parent's peak, e.g. Node's), ru_maxrss elsewhere (kilobytes on Linux, bytes on macOS)."""
+    hwm = _proc_status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
     import resource
     import sys
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def memory_baseline(device: torch.device, libraries: Iterable[str] = ()) -> int:
+    """What `peak_memory_bytes` subtracts, taken just before a task builds its model. CUDA: 0 (the
+    allocator's peak holds this run's tensors only). CPU: the current resident set size (VmRSS; off Linux
+    the peak so far) after importing `libraries` (e.g. "peft", "diffusers"): the interpreter, torch and the
+    libraries' code are not this run's memory; code they load lazily while building the model is."""
+    if device.type == "cuda":
+        return 0
+    import importlib
+
+    for name in libraries:
+        importlib.import_module(name)
+    rss = _proc_status_bytes("VmRSS")
+    return rss if rss is not None else _max_rss_bytes()
+
+
+def peak_memory_bytes(device: torch.device, baseline: int = 0) -> int:
+    """CUDA: max memory allocated on `device` since the last `reset_peak_memory` (weights, optimizer state,
+    activations; not the CUDA context or the caching allocator's reserve). CPU: the process's peak resident
+    set size (VmHWM on Linux, ru_maxrss elsewhere) minus `baseline` (see `memory_baseline`), i.e. the RSS
+    growth this run added; with baseline 0 the whole process's peak."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return max(0, _max_rss_bytes() - baseline)
 
 
 def optimizer_step(

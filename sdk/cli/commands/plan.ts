@@ -5,7 +5,8 @@ import { type Command, EXIT, parseCommandArgs, readJsonFile, UsageError } from "
 const HELP = `usage: oplora plan SPEC.json [--json]
 
 What the spec will cost before it runs: adapted layers, shape groups, LoRA and generator parameters,
-estimated training memory (before activations) and whether it fits the device. Exit 1 when it does not fit.`;
+estimated training memory (the tensors a run holds, before activations; each term with its formula) and
+whether it fits the device. Exit 1 when it does not fit.`;
 
 function bytes(n: number): string {
   for (const [unit, scale] of [
@@ -43,7 +44,12 @@ export const planCommand: Command = {
           `trainable parameters  ${n(p.trainable_parameters)}`,
           `base parameters       ${n(p.base_parameters)}`,
           "memory (before activations):",
-          ...Object.entries(p.memory_bytes).map(([k, v]) => `  ${k.padEnd(18)} ${bytes(Number(v))}`),
+          // zod puts the known keys first: list a task's own terms before the total
+          ...Object.entries(p.memory_bytes)
+            .sort(([a], [b]) => Number(a === "total") - Number(b === "total"))
+            .map(([k, v]) =>
+              `  ${k.padEnd(18)} ${bytes(Number(v)).padEnd(10)} ${p.memory_formula[k] ?? ""}`.trimEnd(),
+            ),
           `${p.fits ? "fits" : "DOES NOT FIT"}: ${p.message}`,
         ];
         process.stdout.write(`${lines.join("\n")}\n`);

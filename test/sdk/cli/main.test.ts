@@ -52,6 +52,16 @@ describe("oplora CLI", () => {
     expect(bad.stderr).toContain("adapter.r: expected a positive integer, got -1");
   });
 
+  it("plan prints each memory term with its formula", async () => {
+    const spec = { task: "matrix_factorization", matrix: { rows: 24, cols: 40 }, device: "cpu" };
+    const r = await cli(["plan", specFile(spec)]);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toMatch(/trainable_state +\S+ \S+ +trainable parameters x 16/);
+    expect(r.stdout).toMatch(/target_matrix +11\.3 KiB +rows x cols x 12.*\n {2}total /); // 24*40*12 B, then the total
+    const json = JSON.parse((await cli(["plan", specFile(spec), "--json"])).stdout);
+    expect(Object.keys(json.memory_formula).sort()).toEqual(Object.keys(json.memory_bytes).sort());
+  }, 60_000);
+
   it("run with an invalid spec -> exit 2 and no run dir", async () => {
     const out = tempRunDir();
     const r = await cli([

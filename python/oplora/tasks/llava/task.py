@@ -240,6 +240,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from ...run.launch import relaunch_if_needed
     from ...training.loop import (
         build_accelerator,
+        memory_baseline,
         peak_memory_bytes,
         reset_peak_memory,
     )
@@ -261,6 +262,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     device = accelerator.device
     dtype = DTYPES[spec["model"]["dtype"]]
     reset_peak_memory(device)
+    baseline = memory_baseline(device, ("transformers", "peft"))
     module, groups, targets, optimizer, scheduler, state = _build_and_resume(spec, ctx, device)
     step, losses, tokens = state
     n_trainable = sum(count_parameters(g["params"]) for g in groups)
@@ -334,7 +336,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         metrics.update(
             _export(spec, ctx, accelerator.unwrap_model(module), encoder, eval_records, device, dtype, step)
         )
-    metrics["peak_memory_bytes"] = peak_memory_bytes(device)
+    metrics["peak_memory_bytes"] = peak_memory_bytes(device, baseline)
     metrics["train_seconds"] = train_s
     # Tokens of every process (each encodes its own share of the global batch).
     session_tokens = int(accelerator.reduce(torch.tensor(session_tokens, device=device), "sum"))

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ...metrics.effective_rank import effective_rank, effective_rank_of_singular_values
-from ...training.loop import build_optimizer
+from ...training.loop import build_optimizer, memory_baseline, peak_memory_bytes, reset_peak_memory
 
 TARGET_MODULE = "linear"
 ADAPTER_NAME = "default"
@@ -159,6 +159,12 @@ def base_parameter_count(spec: dict[str, Any]) -> int:
     return int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
 
 
+def memory_terms(spec: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """The plan's task term: the target M, held through training in fp64 and as its fp32 copy."""
+    entries = int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
+    return {"target_matrix": (entries * 12, "rows x cols x 12 (the target M in fp64 and its fp32 copy)")}
+
+
 # --- training -----------------------------------------------------------------------------------------------
 
 
@@ -225,6 +231,9 @@ def _fit(
     from ...adapter import count_parameters, set_seed
 
     t0 = time.perf_counter()
+    dev = torch.device(device)
+    reset_peak_memory(dev)
+    baseline = memory_baseline(dev, ("peft",))
     m, adapter = spec["matrix"], spec["adapter"]
     steps, log_every = int(spec["train"]["steps"]), int(spec["train"]["log_every"])
     target = make_target(m, m["spectrum"], int(adapter["r"]), int(spec["seed"]))
@@ -294,6 +303,7 @@ def _fit(
         "trainable_parameters": count_parameters(params),
         "loss_curve": loss_curve,
         "effective_rank_curve": rank_curve,
+        "peak_memory_bytes": peak_memory_bytes(dev, baseline),
         "wall_s": time.perf_counter() - t0,
     }
     return Fit(metrics=metrics, peft_model=peft_model, module=module, delta=delta)

@@ -80,9 +80,35 @@ def lora_layer_shapes(spec: dict[str, Any]) -> list[tuple[str, tuple[int, ...], 
     return out
 
 
+def _component_parameter_count(spec: dict[str, Any], name: str, library: str, cls_name: str) -> int:
+    """Parameters of one pipeline component (vae, text_encoder, ...), built from its config on the meta device."""
+    import importlib
+
+    model, sub = spec["model"], {"subfolder": name, "revision": spec["model"].get("revision")}
+    cls = getattr(importlib.import_module(library), cls_name)
+    with torch.device("meta"):
+        if library == "diffusers":
+            m = cls.from_config(cls.load_config(model["pretrained"], **sub))
+        else:
+            from transformers import AutoConfig
+
+            m = cls._from_config(AutoConfig.from_pretrained(model["pretrained"], **sub))
+    return sum(p.numel() for p in m.parameters())
+
+
 def base_parameter_count(spec: dict[str, Any]) -> int:
-    """Parameters of the UNet (the module adapted by default), from its config on the meta device."""
-    return sum(p.numel() for p in _unet_on_meta(spec).parameters())
+    """Parameters of every model the run holds on the device: the UNet, the VAE and the text encoders
+    (model_index.json's vae, text_encoder, text_encoder_2; a separate model.vae is counted as the
+    pipeline's own), each from its config on the meta device."""
+    from diffusers import DiffusionPipeline
+
+    index = DiffusionPipeline.load_config(spec["model"]["pretrained"], revision=spec["model"].get("revision"))
+    total = sum(p.numel() for p in _unet_on_meta(spec).parameters())
+    for name in ("vae", "text_encoder", "text_encoder_2"):
+        library, cls_name = index.get(name) or (None, None)
+        if library in ("diffusers", "transformers") and cls_name:
+            total += _component_parameter_count(spec, name, library, cls_name)
+    return total
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -137,7 +163,7 @@ class Trainer:
 
     def __init__(self, spec: dict[str, Any], ctx: RunContext) -> None:
         from ...adapter import set_seed
-        from ...training.loop import autocast_dtype, build_accelerator
+        from ...training.loop import autocast_dtype, build_accelerator, memory_baseline
         from .data import ImageCaptions, read_dataset, read_imagefolder
         from .pipeline import check_model_path, check_resolution, is_sdxl, load_pipeline, text_encoders
 
@@ -165,6 +191,7 @@ class Trainer:
 
         self.accelerator = build_accelerator(self.train, ctx.device)
         self.weight_dtype = autocast_dtype(self.train["mixed_precision"])
+        self.memory_baseline = memory_baseline(self.accelerator.device, ("diffusers", "transformers", "peft"))
         pipe = load_pipeline(spec["model"])
         check_resolution(pipe, d["resolution"])
         _check_targets(pipe, adapter)
@@ -249,7 +276,7 @@ class Trainer:
                 self._evaluate(step, history)
         train_s = time.perf_counter() - t0
         acc.wait_for_everyone()
-        peak = peak_memory_bytes(acc.device)
+        peak = peak_memory_bytes(acc.device, self.memory_baseline)
         gen_params = count_parameters(params) if spec["adapter"]["kind"] == "op-lora" else 0
         metrics: dict[str, Any] = {
             "model_kind": "sdxl" if self.sdxl else "sd",
@@ -272,7 +299,7 @@ class Trainer:
         final = self._evaluate(total, history, final=True)
         metrics.update(final)
         metrics["cmmd_curve"] = [{"step": st, "cmmd": v} for st, v in history["cmmd"]]
-        metrics["peak_memory_bytes"] = max(peak, peak_memory_bytes(acc.device))
+        metrics["peak_memory_bytes"] = max(peak, peak_memory_bytes(acc.device, self.memory_baseline))
         return metrics
 
     def micro_step(self, module: nn.Module, u: int, bs: int) -> torch.Tensor:

@@ -189,10 +189,15 @@ def test_plan_shapes_match_injected_layers(assets, runs):
     }
     for name, a_shape, _ in shapes:
         assert any(k.endswith(name.removeprefix("unet.")) and got[k] == a_shape for k in got), name
-    from diffusers import UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
-    unet = UNet2DConditionModel.from_pretrained(str(assets / "sd" / "unet"))
-    assert base_parameter_count(spec) == sum(p.numel() for p in unet.parameters())
+    held = [
+        UNet2DConditionModel.from_pretrained(str(assets / "sd" / "unet")),
+        AutoencoderKL.from_pretrained(str(assets / "sd" / "vae")),
+        CLIPTextModel.from_pretrained(str(assets / "sd" / "text_encoder")),
+    ]
+    assert base_parameter_count(spec) == sum(p.numel() for m in held for p in m.parameters())
 
 
 # --- bad input, refused before training with the field or file named ---------------------------------------

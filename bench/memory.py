@@ -1,0 +1,176 @@
+"""Memory benchmark: the plan's estimate (python/oplora/plan.py) against the peak a real run records.
+
+For each task (matrix factorisation, text-to-image, LLaVA) x model size x adapter kind (lora, op-lora):
+`plan(spec)["memory_bytes"]["total"]` (estimate) and the result's `metrics.peak_memory_bytes` (measured) of
+a real run through the runner, each run in its own fresh process (CPU peaks cannot be reset and RSS is per
+process), on one torch thread. On the CPU, measured is the RSS growth over the RSS just before the model was
+built (see `peak_memory_bytes` in python/oplora/training/loop.py); on CUDA the allocator's peak.
+
+Sizes: "tiny" are the test fixtures (scripts/tiny_models.py, make_tiny_sd.py, make_tiny_llava.py), "small"
+the models bench/text_to_image.py and bench/llava.py build; MF adds a 1024x1024 matrix.
+
+    python bench/memory.py [--out bench/results/memory.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "test" / "python"))
+GEN = {"embedding_dim": 128, "hidden_dim": 32}
+
+
+def _adapter(kind: str, r: int) -> dict[str, Any]:
+    return {"kind": kind, "r": r, **({"generator": GEN} if kind == "op-lora" else {})}
+
+
+def mf_spec(rows: int, cols: int, r: int, kind: str, steps: int) -> dict[str, Any]:
+    return {
+        "task": "matrix_factorization",
+        "device": "cpu",
+        "matrix": {"rows": rows, "cols": cols},
+        "adapter": _adapter(kind, r),
+        "optimizer": {"name": "adamw", "lr": 1e-3},
+        "train": {"steps": steps, "log_every": steps},
+    }
+
+
+def t2i_spec(assets: Path, kind: str, steps: int) -> dict[str, Any]:
+    """bench/text_to_image.py's spec: resolution 32, batch 2, r = 8, attention targets, no eval images."""
+    return {
+        "task": "text_to_image",
+        "device": "cpu",
+        "seed": 0,
+        "model": {"pretrained": str(assets / "sd")},
+        "adapter": _adapter(kind, 8),
+        "data": {"folder": str(assets / "data" / "train"), "resolution": 32},
+        "optimizer": {"lr": 1e-4},
+        "train": {"steps": steps, "batch_size": 2},
+        "eval": {"prompts": []},
+    }
+
+
+def llava_spec(root: Path, kind: str, steps: int) -> dict[str, Any]:
+    """The tests' llava spec (test/python/tiny_llava.py) with r = 8, batch 4, no eval."""
+    from tiny_llava import llava_spec as base
+
+    spec = base(root, adapter=_adapter(kind, 8), train={"steps": steps, "batch_size": 4})
+    spec["data"].pop("eval_json")
+    spec["eval"] = {"vqa": False}
+    return spec
+
+
+def _llava_assets(work: Path) -> dict[str, Path]:
+    from tiny_llava import build_tiny_llava
+
+    mod_spec = importlib.util.spec_from_file_location(
+        "make_tiny_llava", ROOT / "scripts" / "make_tiny_llava.py"
+    )
+    mk = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mk)
+    small = work / "llava-small"
+    mk.build_model(small, image_size=32, hidden=256, layers=4)  # bench/llava.py's small model
+    mk.build_data(small, n_train=16, n_eval=4)
+    return {"tiny": build_tiny_llava(), "small": small}
+
+
+def cases(work: Path, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    from tiny_sd import build_tiny_sd
+
+    steps = 2 if quick else 3
+    mf_sizes = {"tiny": (24, 40, 3), "small": (128, 128, 4)} | ({} if quick else {"1024": (1024, 1024, 8)})
+    sd = {"tiny": build_tiny_sd(), "small": build_tiny_sd(small=True)}
+    llava = _llava_assets(work)
+    out = []
+    for kind in ("lora", "op-lora"):
+        for size, (rows, cols, r) in mf_sizes.items():
+            out.append(("matrix_factorization", size, mf_spec(rows, cols, r, kind, 20 * steps)))
+        for size, assets in sd.items():
+            out.append(("text_to_image", size, t2i_spec(assets, kind, steps)))
+        for size, root in llava.items():
+            out.append(("llava", size, llava_spec(root, kind, steps)))
+    return out
+
+
+def _child(spec_path: str, run_dir: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from oplora.run.runner import run_spec
+
+    res, code = run_spec(json.loads(Path(spec_path).read_text()), Path(run_dir))
+    if code != 0:
+        raise SystemExit(f"run failed: {res and res.get('error')}")
+    print(json.dumps({"peak_memory_bytes": res["metrics"]["peak_memory_bytes"]}))
+
+
+def measure(spec: dict[str, Any], work: Path) -> int:
+    """The result's peak_memory_bytes of one real run of `spec`, in a fresh process."""
+    d = Path(tempfile.mkdtemp(dir=work))
+    (d / "spec.json").write_text(json.dumps(spec))
+    p = subprocess.run(
+        [sys.executable, __file__, "--child", str(d / "spec.json"), str(d / "run")],
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"{spec['task']} child failed:\n{p.stderr[-3000:]}")
+    return int(json.loads(p.stdout.strip().splitlines()[-1])["peak_memory_bytes"])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child(sys.argv[2], sys.argv[3])
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory.json")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    from oplora.plan import plan
+
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="oplora-memory-bench-"))
+    rows = []
+    for task, size, spec in cases(work, a.quick):
+        p = plan(spec)
+        measured = measure(spec, work)
+        est = int(p["memory_bytes"]["total"])
+        row = {
+            "task": task,
+            "size": size,
+            "adapter": spec["adapter"]["kind"],
+            "estimate_bytes": est,
+            "measured_bytes": measured,
+            "ratio_estimate_over_measured": est / measured if measured else None,
+            "estimate_terms": p["memory_bytes"],
+        }
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "estimate_terms"}), flush=True)
+    within = [
+        r
+        for r in rows
+        if r["ratio_estimate_over_measured"] and abs(r["ratio_estimate_over_measured"] - 1) <= 0.15
+    ]
+    result = {
+        "setup": "CPU, 1 torch thread, each run in a fresh process; measured = result peak_memory_bytes "
+        "(RSS growth over the RSS before the model was built); estimate = plan() memory_bytes.total",
+        "rows": rows,
+        "within_15_percent": f"{len(within)}/{len(rows)}",
+        "wall_s": time.perf_counter() - t0,
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
