@@ -2,7 +2,8 @@
 
     1. speed    step time (forward + backward + AdamW), both arms built in one process and stepped in
                 turns (interleaved), on a small LLaVA (4-layer llama, hidden 256; all LM linears, r = 8,
-                e = 128, h = 32): median ratio OP-LoRA / LoRA
+                e = 128, h = 32): median ratio OP-LoRA / LoRA; again ("speed_medium") on a larger LLaVA
+                whose vision tower and LM dominate the step (MEDIUM: 8-layer llama at hidden 512)
     2. memory   peak RSS of each arm while training, in its own fresh process (CPU peaks cannot be reset),
                 total and above the RSS before the first step; ratios OP-LoRA / LoRA
     3. quality  eval loss and VQA accuracy after N steps through the real task (runner), each arm at its
@@ -31,6 +32,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# The larger LLaVA of the speed part: 8-layer llama at hidden 512 (~27 M parameters) under a 4-layer CLIP
+# tower at hidden 256, 64x64 images (64 image tokens); every LM linear LoRA'd at r = 8 as in the small one.
+MEDIUM = {"image_size": 64, "hidden": 512, "layers": 8, "vision_hidden": 256, "vision_layers": 4}
 
 
 def _builder():
@@ -99,21 +103,26 @@ def _timed(arms: dict, steps: int, accelerator=None) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def speed(model_dir: Path, data_dir: Path, steps: int) -> dict:
-    """Step time of both arms: plain step with the default (fused) and the plain AdamW loop; and an
-    optimizer step of 4 accumulation micro-batches through `optimizer_step`."""
+def speed(model_dir: Path, data_dir: Path, steps: int, plain_adamw: bool = True) -> dict:
+    """Step time of both arms: plain step with the default (fused) and (`plain_adamw`) the plain AdamW loop;
+    and an optimizer step of 4 accumulation micro-batches through `optimizer_step`."""
     from oplora.training.loop import build_accelerator
 
     arms = {k: _arm(model_dir, data_dir, k) for k in ("lora", "op-lora")}
-    plain = {k: _arm(model_dir, data_dir, k, optimizer="plain") for k in ("lora", "op-lora")}
+    plain = {k: _arm(model_dir, data_dir, k, optimizer="plain") for k in arms} if plain_adamw else {}
     med = _timed({**arms, **{f"{k}/plain_adamw": a for k, a in plain.items()}}, steps)
     acc = build_accelerator({"gradient_accumulation_steps": 4}, torch.device("cpu"))
     prepared = {k: (m, acc.prepare(o), b, n) for k, (m, o, b, n) in arms.items()}  # steps on the 4th only
     med4 = _timed(prepared, max(2, steps // 2), acc)
+    base = arms["lora"][0].base_model.model
     return {
         "median_step_s": med,
         "step_time_ratio_op_over_lora": med["op-lora"] / med["lora"],
-        "fused_over_plain_adamw_step_time": {k: med[k] / med[f"{k}/plain_adamw"] for k in arms},
+        "fused_over_plain_adamw_step_time": {k: med[k] / med[f"{k}/plain_adamw"] for k in plain},
+        "model_parameters": {
+            "vision_tower": sum(p.numel() for p in base.model.vision_tower.parameters()),
+            "language_model": sum(p.numel() for p in base.model.language_model.parameters()),
+        },
         "accumulation_4": {
             "median_optimizer_step_s": med4,
             "step_time_ratio_op_over_lora": med4["op-lora"] / med4["lora"],
@@ -250,9 +259,18 @@ def main() -> None:
     result = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__}}
     result["speed"] = speed(small / "model", small / "data", 4 if a.quick else 10)
     print(json.dumps(result["speed"]), flush=True)
+    # A size where the vision tower and the LM, not the adapter, dominate the step (see MEDIUM).
+    medium = work / "medium"
+    mk.build_model(medium, **MEDIUM)
+    mk.build_data(medium, n_train=8, n_eval=2, image_size=MEDIUM["image_size"])
+    result["speed_medium"] = {
+        "config": MEDIUM,
+        **speed(medium / "model", medium / "data", 3 if a.quick else 6, False),
+    }
+    print(json.dumps(result["speed_medium"]), flush=True)
     if a.speed_only:
         old = json.loads(a.out.read_text()) if a.out.exists() else {}
-        a.out.write_text(json.dumps({**old, "speed": result["speed"]}, indent=1))
+        a.out.write_text(json.dumps({**old, **result}, indent=1))
         return
     result["memory"] = memory(small / "model", small / "data")
     print(json.dumps({k: v for k, v in result["memory"].items() if k != "arms"}), flush=True)

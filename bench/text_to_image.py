@@ -3,7 +3,8 @@
 
     1. speed    training step (text encode + UNet forward + backward + AdamW) of both arms built in one
                 process and stepped in turns (interleaved): median step time, ratio OP-LoRA / LoRA, and
-                the generator's share (its forward + backward alone, against the OP-LoRA step)
+                the generator's share (its forward + backward alone, against the OP-LoRA step); and
+                ("accumulation_4") an optimizer step of 4 micro-batches through the task's optimizer_step
     2. memory   peak RSS of each arm while training, each in its own fresh process (CPU peaks cannot be
                 reset): ratio OP-LoRA / LoRA
     3. quality  mean training loss over the last 10 of N steps through the real task (runner), each arm at
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test" / "python"))
 
 
-def _spec(assets: Path, kind: str, lr: float, steps: int) -> dict:
+def _spec(assets: Path, kind: str, lr: float, steps: int, accumulation: int = 1) -> dict:
     return {
         "task": "text_to_image",
         "device": "cpu",
@@ -37,12 +39,15 @@ def _spec(assets: Path, kind: str, lr: float, steps: int) -> dict:
         "adapter": {"kind": kind, "r": 8},
         "data": {"folder": str(assets / "data" / "train"), "resolution": 32, "random_flip": True},
         "optimizer": {"lr": lr},
-        "train": {"steps": steps, "batch_size": 2},
+        "train": {"steps": steps, "batch_size": 2, "gradient_accumulation_steps": accumulation},
         "eval": {"prompts": []},
     }
 
 
-def _trainer(assets: Path, kind: str):
+def _trainer(assets: Path, kind: str, accumulation: int = 1):
+    """(step(u), OP-LoRA module or LoRA'd denoiser, torch): with accumulation 1 a plain forward + backward +
+    AdamW step on micro-batch u; above, one optimizer step of `accumulation` micro-batches through the
+    task's `optimizer_step` (OP-LoRA: one generation per optimizer step)."""
     import torch
     from oplora.adapter import apply_adapter
     from oplora.run.environment import resolve_device
@@ -50,15 +55,25 @@ def _trainer(assets: Path, kind: str):
     from oplora.run.runner import RunContext
     from oplora.run.spec import validate_spec
     from oplora.tasks.text_to_image.task import Trainer
-    from oplora.training.loop import build_optimizer
+    from oplora.training.loop import build_optimizer, optimizer_step
 
-    spec = validate_spec(_spec(assets, kind, 1e-4, 10))
+    spec = validate_spec(_spec(assets, kind, 1e-4, 10, accumulation))
     ctx = RunContext(
         spec=spec, run_dir=Path(tempfile.mkdtemp()), events=EventSink(None), device=resolve_device("cpu")
     )
     t = Trainer(spec, ctx)
     module, params = apply_adapter(t.denoiser, spec["adapter"])
     opt = build_optimizer(params, spec["optimizer"])
+    if accumulation > 1:
+        acc_opt = t.accelerator.prepare(opt)
+
+        def accumulated(u: int) -> None:
+            micro = [
+                functools.partial(t.micro_step, module, u * accumulation + m, 2) for m in range(accumulation)
+            ]
+            optimizer_step(t.accelerator, module, acc_opt, params, 1.0, micro)
+
+        return accumulated, module, torch
 
     def step(u: int) -> None:
         loss = t.micro_step(module, u, 2)
@@ -87,13 +102,33 @@ def speed(assets: Path, n: int) -> dict:
         torch.autograd.backward(outs, [torch.ones_like(x) for x in outs])
         gen.append(time.perf_counter() - t0)
     lo, opm, gm = (statistics.median(v) for v in (times["lora"], times["op-lora"], gen))
+    del lora_step, op_step, op
     return {
+        "accumulation_4": speed_accumulation(assets, max(2, n // 2), 4),
         "steps_timed": n,
         "lora_step_s": lo,
         "oplora_step_s": opm,
         "ratio_oplora_over_lora": opm / lo,
         "generator_fwd_bwd_s": gm,
         "generator_share_of_oplora_step": gm / opm,
+    }
+
+
+def speed_accumulation(assets: Path, n: int, accumulation: int) -> dict:
+    """Median optimizer-step seconds over `accumulation` micro-batches, both arms interleaved."""
+    arms = {k: _trainer(assets, k, accumulation)[0] for k in ("lora", "op-lora")}
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    for u in range(n + 1):  # the first round warms up
+        for name, fn in arms.items():
+            t0 = time.perf_counter()
+            fn(u)
+            if u >= 1:
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "steps_timed": n,
+        "median_optimizer_step_s": med,
+        "ratio_oplora_over_lora": med["op-lora"] / med["lora"],
     }
 
 

@@ -78,8 +78,17 @@ def build_tokenizer() -> Any:
     return fast
 
 
-def build_model(out: Path, image_size: int = 32, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """Writes OUT/model (model + processor) and returns that folder."""
+def build_model(
+    out: Path,
+    image_size: int = 32,
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+    vision_hidden: int = 32,
+    vision_layers: int = 2,
+) -> Path:
+    """Writes OUT/model (model + processor) and returns that folder; `hidden`/`layers` size the LM,
+    `vision_hidden`/`vision_layers` the CLIP vision tower (intermediate 2 x hidden)."""
     import torch
     from tiny_models import llama_config
     from transformers import (
@@ -93,13 +102,13 @@ def build_model(out: Path, image_size: int = 32, hidden: int = 64, layers: int =
     tokenizer = build_tokenizer()
     patch = 8
     vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=vision_layers,
         num_attention_heads=2,
         image_size=image_size,
         patch_size=patch,
-        projection_dim=32,
+        projection_dim=vision_hidden,
     )
     text = llama_config(
         hidden=hidden,

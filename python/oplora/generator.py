@@ -46,14 +46,16 @@ def default_chunk_bytes(device: torch.device | str | None) -> int | None:
 class _StackedAffine(torch.autograd.Function):
     """y = W x + b for a stack of L independent layers: W (L, m, k), x (L, k), b (L, m) -> y (L, m).
 
-    Same values as ``baddbmm``; the backward forms ∂W = g ⊗ x by broadcasting, a single memory-bound pass,
+    Same values as ``baddbmm(b, W, x)``; the backward forms ∂W = g ⊗ x by broadcasting, a single memory-bound pass,
     where autograd's ``bmm`` backward runs a k = 1 batched GEMM that is several times slower on the CPU.
     """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, W: Tensor, b: Tensor, x: Tensor) -> Tensor:
         ctx.save_for_backward(W, x)
-        return torch.baddbmm(b.unsqueeze(2), W, x.unsqueeze(2)).squeeze(2)  # (L, m)
+        # As (L, 1, k) @ (L, k, m): a row vector times Wᵀ. The column form W @ x (L, m, 1) gives the same
+        # sums but ran ~6x slower on the CPU (2.0 vs 0.3 ms for W (8, 4096, 32), 1 thread, torch 2.13).
+        return torch.baddbmm(b.unsqueeze(1), x.unsqueeze(1), W.transpose(1, 2)).squeeze(1)  # (L, m)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, g: Tensor) -> tuple[Tensor | None, ...]:
