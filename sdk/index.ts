@@ -20,7 +20,7 @@ export { type EventOf, RunEvent, type RunEventType } from "./events.js";
 export type { LockHolder } from "./lock.js";
 export { KEY_METRICS, type MetricsOf, TASK_METRICS } from "./metrics.js";
 export { listTargetModules, type Plan, plan, type TargetModules } from "./plan.js";
-export { type Report, type ReportOptions, writeReport } from "./report/index.js";
+export { type MfTable, type Report, type ReportOptions, writeReport } from "./report/index.js";
 export {
   type Artifact,
   ArtifactKind,

@@ -133,7 +133,7 @@ export const MatrixFactorizationMetrics = z.looseObject({
     .describe(
       'first step whose relative excess fell below each threshold, keyed "1e-2", "1e-3", ... (null: never)',
     ),
-  peak_memory_bytes: PeakMemoryBytes,
+  peak_memory_bytes: PeakMemoryBytes.optional(), // absent in results written before it was recorded
 });
 
 /** The study's metrics are its own (tables of arms x optimizers x spectra); typed loosely. */

@@ -58,8 +58,11 @@ function nodeOf(runDir: string): string {
   return (JSON.parse(readFileSync(join(runDir, "ray.json"), "utf8")) as { node_id: string }).node_id;
 }
 
+// wall time and peak memory are per process, not results
 const metricsOf = (r: SweepResults) =>
-  Object.fromEntries(r.rows.map((row) => [row.label, { ...row.metrics, wall_s: undefined }]));
+  Object.fromEntries(
+    r.rows.map((row) => [row.label, { ...row.metrics, wall_s: undefined, peak_memory_bytes: undefined }]),
+  );
 
 beforeAll(async () => {
   const proc = spawn(VENV_PYTHON, [join(REPO, "test/python/run/ray_cluster.py")], {
