@@ -20,13 +20,15 @@ def lora_alpha(adapter: dict[str, Any]) -> float:
 
 
 def lora_config_kwargs(adapter: dict[str, Any]) -> dict[str, Any]:
-    """The `LoraConfig` fields every task takes from the spec's adapter block: `r`, `lora_alpha` and
-    `use_rslora` (PEFT then scales ΔW by lora_alpha / sqrt(r); OP-LoRA's generated factors go through the
-    same PEFT forward, so the scale, and after collapse the exported config, are PEFT's own)."""
+    """The `LoraConfig` fields every task takes from the spec's adapter block: `r`, `lora_alpha`,
+    `use_rslora` (PEFT then scales ΔW by lora_alpha / sqrt(r)) and `use_dora` (PEFT's DoRA: W' = m · (W + ΔW)
+    / ||W + ΔW||_c). OP-LoRA's generated factors go through the same PEFT forward, so the scale, the DoRA
+    math, and after collapse the exported config, are PEFT's own."""
     return {
         "r": int(adapter["r"]),
         "lora_alpha": lora_alpha(adapter),
         "use_rslora": bool(adapter.get("use_rslora")),
+        "use_dora": bool(adapter.get("use_dora")),
     }
 
 
@@ -37,7 +39,7 @@ def apply_adapter(peft_model: nn.Module, adapter: dict[str, Any]) -> tuple[nn.Mo
         from .config import OPLoRAConfig
 
         op = attach(peft_model, OPLoRAConfig.from_dict(adapter["generator"]))
-        return op, list(op.generator.parameters())
+        return op, op.trainable_parameters()
     params = list(lora_parameters(peft_model).values())
     for p in peft_model.parameters():
         p.requires_grad_(False)

@@ -3,6 +3,7 @@
     OPLoRAModel ─┬─ base: the PEFT model (PeftModel, diffusers UNet with add_adapter, any LoRA'd module)
                  │    └─ ...lora_A[adapter].weight ─ parametrization ─┐  (returns its layer's A_l)
                  │    └─ ...lora_B[adapter].weight ─ parametrization ─┤  (returns its layer's B_l)
+                 │    └─ ...lora_magnitude_vector[adapter].weight ────┤  (DoRA, magnitude "generated": m_l)
                  └─ generator: FactorGenerator      ◄── _FactorCache ─┘  (plain object, not a Module)
 
 PEFT keeps the structure (names, forward, save/load); the generator owns the math; each ``lora_A`` /
@@ -59,7 +60,7 @@ class _FactorCache:
         self.generator = generator
         self.formulation = formulation
         self.params: list[Tensor] = list(generator.parameters())
-        self.factors: list[tuple[Tensor, Tensor]] | None = None
+        self.factors: list[tuple[Tensor, ...]] | None = None
         self.key: tuple[int, ...] = ()
         self.epoch = -1
         self.trainable = False
@@ -118,11 +119,11 @@ class _FactorCache:
             self.refresh()
         return self.factors[layer][which]  # type: ignore[index]
 
-    def share(self, factors: list[tuple[Tensor, Tensor]] | None) -> None:
+    def share(self, factors: list[tuple[Tensor, ...]] | None) -> None:
         """Serve ``factors`` until ``share(None)``, which leaves the cache empty (regenerated on next use)."""
         self.factors, self.shared, self.has_graph = factors, factors is not None, False
 
-    def pin(self, factors: list[tuple[Tensor, Tensor]]) -> None:
+    def pin(self, factors: list[tuple[Tensor, ...]]) -> None:
         self.factors, self.pinned = factors, True
 
     def close(self) -> None:
@@ -147,9 +148,9 @@ class FactorStep:
         self._cache = cache
         with torch.enable_grad():
             generated = cache.generator(cache.formulation, cast=False)
-        self._generated = [t for pair in generated for t in pair]
-        leaves = [(a.detach().requires_grad_(), b.detach().requires_grad_()) for a, b in generated]
-        self._leaves = [t for pair in leaves for t in pair]
+        self._generated = [t for factors in generated for t in factors]
+        leaves = [tuple(t.detach().requires_grad_() for t in factors) for factors in generated]
+        self._leaves = [t for factors in leaves for t in factors]
         cache.share(leaves)
 
     def backward(self) -> None:
@@ -168,8 +169,9 @@ class FactorStep:
 
 
 class FactorParametrization(nn.Module):
-    """Parametrization of one ``lora_A`` (which=0) or ``lora_B`` (which=1) weight: returns the generator's
-    current A_l or B_l and ignores the stored tensor, which stays only as PEFT's placeholder until collapse."""
+    """Parametrization of one ``lora_A`` (which=0), ``lora_B`` (which=1) or DoRA magnitude (which=2) weight:
+    returns the generator's current A_l, B_l or m_l and ignores the stored tensor, which stays only as PEFT's
+    placeholder until collapse."""
 
     def __init__(self, cache: _FactorCache, layer: int, which: int) -> None:
         super().__init__()
@@ -184,15 +186,16 @@ class FactorParametrization(nn.Module):
         return t if t.dtype == original.dtype else t.to(original.dtype)
 
     def extra_repr(self) -> str:
-        return f"layer={self.layer}, {'A' if self.which == 0 else 'B'}"
+        return f"layer={self.layer}, {'ABm'[self.which]}"
 
 
 class OPLoRAModel(nn.Module):
     """A PEFT-LoRA'd model whose LoRA factors come from a FactorGenerator (OP-LoRA, arXiv 2412.10362).
 
     ``op(*args, **kwargs)`` regenerates every (A_l, B_l) once (when grad is enabled, or when the cached
-    factors are stale) and returns ``op.base(*args, **kwargs)``. Only ``op.generator``'s parameters are
-    trainable. Built by :func:`attach`; turned back into a plain PEFT model by ``collapse``.
+    factors are stale) and returns ``op.base(*args, **kwargs)``. Only ``op.trainable_parameters()`` train:
+    the generator's, and with DoRA magnitudes kept "direct" PEFT's magnitude vectors. Built by
+    :func:`attach`; turned back into a plain PEFT model by ``collapse``.
     """
 
     def __init__(
@@ -203,8 +206,9 @@ class OPLoRAModel(nn.Module):
         config: OPLoRAConfig,
         adapter_name: str,
         layer_names: tuple[str, ...],
-        lora_modules: list[tuple[nn.Module, nn.Module]],
+        lora_modules: list[tuple[nn.Module, ...]],
         requires_grad: dict[Tensor, bool],
+        direct_magnitudes: list[nn.Parameter],
     ) -> None:
         super().__init__()
         self.base = base
@@ -216,7 +220,8 @@ class OPLoRAModel(nn.Module):
         self._shapes = generator.shapes
         # Plain containers: these references are bookkeeping, not submodules.
         self._cache = cache
-        self._lora_modules = lora_modules  # per layer: (lora_A[adapter], lora_B[adapter])
+        self._lora_modules = lora_modules  # per layer: (lora_A[adapter], lora_B[adapter][, magnitude])
+        self._direct_magnitudes = direct_magnitudes  # DoRA, magnitude "direct": trained as they are
         self._requires_grad = requires_grad  # base params' flags before attach, restored by collapse
         self._checkpointing_modules = [m for m in base.modules() if hasattr(m, "gradient_checkpointing")]
         # A direct call of the base model (e.g. a pipeline's pipe.unet) checks every parameter's version first.
@@ -275,9 +280,14 @@ class OPLoRAModel(nn.Module):
         self._check_usable()
         with torch.no_grad():
             return {
-                name: (a.weight.detach(), b.weight.detach())
-                for name, (a, b) in zip(self.layer_names, self._lora_modules, strict=True)
+                name: (modules[0].weight.detach(), modules[1].weight.detach())
+                for name, modules in zip(self.layer_names, self._lora_modules, strict=True)
             }
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What an optimizer trains: the generator's parameters, then any DoRA magnitudes kept "direct"."""
+        self._check_usable()
+        return [*self.generator.parameters(), *self._direct_magnitudes]
 
     def num_generator_parameters(self) -> int:
         """Parameters of the generator, ≈ (h + 1) x num_lora_parameters(); 0 once collapsed."""
@@ -287,7 +297,7 @@ class OPLoRAModel(nn.Module):
 
     def num_lora_parameters(self) -> int:
         """Parameters of the LoRA factors (what the collapsed adapter stores): Σ_l numel(A_l) + numel(B_l)."""
-        return sum(a.numel() + b.numel() for a, b in self._shapes)
+        return sum(shapes[0].numel() + shapes[1].numel() for shapes in self._shapes)
 
     def collapse_to_base(self) -> nn.Module:
         """The work of `oplora.collapse` (call that): generate once, store the factors as the LoRA weights,
@@ -297,22 +307,19 @@ class OPLoRAModel(nn.Module):
         cache = self._cache
         with torch.no_grad():
             factors = [
-                (
-                    a.clone(memory_format=torch.contiguous_format),
-                    b.clone(memory_format=torch.contiguous_format),
-                )
-                for a, b in self.generator(cache.formulation)
+                tuple(t.clone(memory_format=torch.contiguous_format) for t in layer)
+                for layer in self.generator(cache.formulation)
             ]
             cache.pin(factors)
-            for a_module, b_module in self._lora_modules:
-                for module in (a_module, b_module):
+            for modules in self._lora_modules:
+                for module in modules:
                     parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         for p, flag in self._requires_grad.items():
             p.requires_grad_(flag)
         cache.close()
         self._pre_hook.remove()
         del self.generator
-        self._requires_grad = {}
+        self._requires_grad, self._direct_magnitudes = {}, []
         self.collapsed = True
         return self.base
 
@@ -385,9 +392,13 @@ def attach(
     ``nn.Linear`` or ``nn.Conv2d`` base layers. Every base parameter, PEFT's LoRA weights included, is frozen:
     only ``op.generator.parameters()`` train. At step 0 B_l = 0, so ``op(x)`` equals the model without LoRA.
 
+    DoRA layers (PEFT's ``use_dora``) keep PEFT's DoRA forward; their magnitude vector is generated by a
+    third head (``config.magnitude == "generated"``, starting at PEFT's initial magnitude) or trained as it is
+    (``"direct"``, then it is in ``op.trainable_parameters()``).
+
     Refuses (ValueError/TypeError) an OPLoRAModel or a model already attached to, a model without LoRA
-    layers, DoRA/variants, LoRA biases and embedding LoRA, several adapters when none is named or active,
-    LoRA weights spread over several devices, and reentrant gradient checkpointing.
+    layers, LoRA variants other than DoRA, LoRA biases and embedding LoRA, several adapters when none is
+    named or active, LoRA weights spread over several devices, and reentrant gradient checkpointing.
     """
     if isinstance(model, OPLoRAModel):
         raise TypeError("attach: model is already an OPLoRAModel; attach takes the PEFT model itself")
@@ -415,22 +426,15 @@ def attach(
     adapter = _select_adapter(layers, adapter_name)
     layers = [(n, m) for n, m in layers if adapter in m.lora_A]
 
-    lora_modules: list[tuple[nn.Module, nn.Module]] = []
+    lora_modules: list[tuple[nn.Module, ...]] = []
+    direct: list[nn.Parameter] = []
     for name, layer in layers:
-        a, b = layer.lora_A[adapter], layer.lora_B[adapter]
-        if parametrize.is_parametrized(a, "weight") or parametrize.is_parametrized(b, "weight"):
-            raise ValueError(
-                f"attach: {name} is already parametrized; attach was already called on this model"
-            )
-        if adapter in getattr(layer, "lora_variant", {}):
-            variant = type(layer.lora_variant[adapter]).__name__
-            raise ValueError(
-                f"attach: {name} uses a LoRA variant ({variant}, e.g. DoRA); only plain LoRA is supported"
-            )
-        if getattr(layer, "lora_bias", {}).get(adapter, False) or getattr(b, "bias", None) is not None:
-            raise ValueError(f"attach: {name} has lora_bias=True; only bias-free LoRA factors are supported")
-        lora_modules.append((a, b))
-    devices = {p.device for a, b in lora_modules for p in (a.weight, b.weight)}
+        modules = _layer_modules(name, layer, adapter)
+        if len(modules) == 3 and config.magnitude == "direct":
+            direct.append(modules[2].weight)
+            modules = modules[:2]
+        lora_modules.append(modules)
+    devices = {m.weight.device for modules in lora_modules for m in modules} | {p.device for p in direct}
     if len(devices) != 1:
         raise ValueError(
             f"attach: the LoRA weights are spread over devices {sorted(map(str, devices))}; expected one"
@@ -443,19 +447,39 @@ def attach(
     _refuse_reentrant_checkpointing(checkpointing)
 
     generator = FactorGenerator(
-        [(a.weight.shape, b.weight.shape) for a, b in lora_modules],
+        [tuple(m.weight.shape for m in modules) for modules in lora_modules],
         config,
-        dtypes=[a.weight.dtype for a, _ in lora_modules],
+        dtypes=[modules[0].weight.dtype for modules in lora_modules],
         device=device,
+        magnitudes=[modules[2].weight if len(modules) == 3 else None for modules in lora_modules],
     )
     cache = _FactorCache(generator, config.formulation)
     requires_grad = {p: p.requires_grad for p in model.parameters()}
+    direct_ids = {id(p) for p in direct}
     for p in model.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(id(p) in direct_ids)
     with torch.no_grad():
         cache.refresh()  # registration runs each parametrization once: the cache must hold a value first
-        for i, (a, b) in enumerate(lora_modules):
-            parametrize.register_parametrization(a, "weight", FactorParametrization(cache, i, 0))
-            parametrize.register_parametrization(b, "weight", FactorParametrization(cache, i, 1))
+        for i, modules in enumerate(lora_modules):
+            for which, m in enumerate(modules):
+                parametrize.register_parametrization(m, "weight", FactorParametrization(cache, i, which))
     names = tuple(n for n, _ in layers)
-    return OPLoRAModel(model, generator, cache, config, adapter, names, lora_modules, requires_grad)
+    return OPLoRAModel(model, generator, cache, config, adapter, names, lora_modules, requires_grad, direct)
+
+
+def _layer_modules(name: str, layer: nn.Module, adapter: str) -> tuple[nn.Module, ...]:
+    """(lora_A, lora_B) of one LoRA layer, plus its DoRA magnitude module (PEFT's ``DoraLinearLayer`` and
+    kin, whose ``weight`` is m_l); refuses what OP-LoRA cannot generate."""
+    a, b = layer.lora_A[adapter], layer.lora_B[adapter]
+    magnitudes = getattr(layer, "lora_magnitude_vector", {})
+    magnitude = magnitudes[adapter] if adapter in magnitudes else None
+    if any(parametrize.is_parametrized(m, "weight") for m in (a, b, magnitude) if m is not None):
+        raise ValueError(f"attach: {name} is already parametrized; attach was already called on this model")
+    if adapter in getattr(layer, "lora_variant", {}) and magnitude is None:
+        variant = type(layer.lora_variant[adapter]).__name__
+        raise ValueError(
+            f"attach: {name} uses a LoRA variant ({variant}); only plain LoRA and DoRA are supported"
+        )
+    if getattr(layer, "lora_bias", {}).get(adapter, False) or getattr(b, "bias", None) is not None:
+        raise ValueError(f"attach: {name} has lora_bias=True; only bias-free LoRA factors are supported")
+    return (a, b) if magnitude is None else (a, b, magnitude)

@@ -1,7 +1,7 @@
 """Mid-training checkpoints of the generator: ``save_generator`` / ``load_generator`` (safetensors).
 
-The file holds the generator's stacked tensors (``groups.<k>.<z|W1|b1|WA|bA|WB|bB>``) and, as metadata, what
-they mean: the config, the adapter name, every layer's name and (A, B) shapes, and which layers each group
+The file holds the generator's stacked tensors (``groups.<k>.<z|W1|b1|WA|bA|WB|bB[|WM|bM]>``) and, as metadata,
+what they mean: the config, the adapter name, every layer's name and (A, B[, DoRA magnitude]) shapes, and which layers each group
 stacks. Loading checks the layers and sizes first, so a checkpoint from another model or config fails with
 a message naming the difference; a checkpoint whose layers are grouped differently (another chunk size) is
 re-stacked layer by layer. The PEFT model itself is saved as usual (its base weights do not change).
@@ -19,7 +19,6 @@ from safetensors.torch import load_file, save_file
 from .bind import OPLoRAModel
 
 FORMAT = "oplora.generator/1"
-_PARAMS = ("z", "W1", "b1", "WA", "bA", "WB", "bB")
 
 
 def _check_open(op: OPLoRAModel, what: str) -> None:
@@ -36,7 +35,7 @@ def _metadata(op: OPLoRAModel) -> dict[str, str]:
         "config": json.dumps(op.config.to_dict()),
         "adapter_name": op.adapter_name,
         "layer_names": json.dumps(list(op.layer_names)),
-        "shapes": json.dumps([[list(a), list(b)] for a, b in gen.shapes]),
+        "shapes": json.dumps([[list(s) for s in layer] for layer in gen.shapes]),
         "groups": json.dumps([list(g.layers) for g in gen.groups]),
     }
 
@@ -79,7 +78,7 @@ def load_generator(op: OPLoRAModel, path: str | os.PathLike[str]) -> None:
     for name, s, o in zip(our_names, saved_shapes, our_shapes, strict=True):
         if s != o:
             raise ValueError(
-                f"load_generator: layer {name} has (A, B) shapes {s} in {path}, {o} in this model"
+                f"load_generator: layer {name} has (A, B[, magnitude]) shapes {s} in {path}, {o} in this model"
             )
 
     device = op.generator.groups[0].z.device
@@ -95,7 +94,7 @@ def load_generator(op: OPLoRAModel, path: str | os.PathLike[str]) -> None:
     }
     with torch.no_grad():
         for group in gen.groups:
-            for name in _PARAMS:
+            for name, _ in group.named_parameters():
                 rows = [
                     tensors[f"groups.{where[layer][0]}.{name}"][where[layer][1]] for layer in group.layers
                 ]

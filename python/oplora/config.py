@@ -2,7 +2,7 @@
 
 The JSON form (the spec's ``oplora`` object) uses the same snake_case keys as the fields::
 
-    {"embedding_dim": 128, "hidden_dim": 32, "init_std": 0.01, "formulation": "auto"}
+    {"embedding_dim": 128, "hidden_dim": 32, "init_std": 0.01, "formulation": "auto", "magnitude": "generated"}
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import torch
 
 Formulation = Literal["auto", "batched", "loop"]
 FORMULATIONS: tuple[str, ...] = ("auto", "batched", "loop")
+Magnitude = Literal["generated", "direct"]
+MAGNITUDES: tuple[str, ...] = ("generated", "direct")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,11 @@ class OPLoRAConfig:
         h_l = ReLU(W1_l z_l + b1_l)                # (h,)      h = hidden_dim
         A_l = reshape(WA_l h_l + bA_l)             # (r, d_in)
         B_l = reshape(WB_l h_l + bB_l)             # (d_out, r), WB_l = bB_l = 0 at init -> ΔW = 0
+
+    With DoRA (PEFT's ``use_dora``) each layer also has a magnitude vector m_l (d_out,): ``magnitude =
+    "generated"`` adds a third head, m_l = WM_l h_l + bM_l with WM_l = 0 and bM_l = PEFT's initial magnitude
+    (the column norms of W), so step 0 still equals the base model; ``"direct"`` trains PEFT's own m_l as a
+    plain parameter next to the generator.
     """
 
     embedding_dim: int = 128  # e: size of each layer's learned embedding z_l (the reference code's value)
@@ -37,6 +44,7 @@ class OPLoRAConfig:
     # "loop": one small MLP call per layer (the reference the batched path must equal);
     # "auto": the faster one on the generator's device (see bench/generator.py and resolve_formulation).
     formulation: Formulation = "auto"
+    magnitude: Magnitude = "generated"  # DoRA only: see the class docstring
 
     def __post_init__(self) -> None:
         for name in ("embedding_dim", "hidden_dim"):
@@ -49,6 +57,10 @@ class OPLoRAConfig:
         if self.formulation not in FORMULATIONS:
             raise ValueError(
                 f"OPLoRAConfig.formulation={self.formulation!r}: expected one of {', '.join(map(repr, FORMULATIONS))}"
+            )
+        if self.magnitude not in MAGNITUDES:
+            raise ValueError(
+                f"OPLoRAConfig.magnitude={self.magnitude!r}: expected one of {', '.join(map(repr, MAGNITUDES))}"
             )
 
     @classmethod

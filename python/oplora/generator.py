@@ -5,6 +5,7 @@ OP-LoRA (arXiv 2412.10362) generates each layer's LoRA factors from a learned em
     h_l = ReLU(W1_l z_l + b1_l)          # z_l: (e,)   W1_l: (h, e)   b1_l: (h,)
     A_l = reshape(WA_l h_l + bA_l)       # WA_l: (r·d_in, h)    -> A_l: lora_A weight shape, e.g. (r, d_in)
     B_l = reshape(WB_l h_l + bB_l)       # WB_l: (d_out·r, h)   -> B_l: lora_B weight shape, e.g. (d_out, r)
+    m_l = reshape(WM_l h_l + bM_l)       # DoRA only, WM_l: (d_out, h) -> m_l: PEFT's magnitude shape, (d_out,)
 
 Nothing is shared between layers. Layers whose (A shape, B shape, dtype) agree form a group; a group's
 parameters are stacked along a leading axis of size L, so a group costs three batched matrix-vector
@@ -14,6 +15,8 @@ threshold are page-faulted afresh every step, which cost more than the products 
 
 Initialisation follows the first author's code: z ~ N(0, init_std²); W1, b1 and WA at PyTorch's default
 ``nn.Linear`` init (U(-1/√fan_in, 1/√fan_in)); bA = 0; WB = bB = 0, so B = 0 and ΔW = 0 at step 0.
+The magnitude head (DoRA) starts at WM = 0 and bM = the magnitude PEFT initialised (the base weight's
+column norms), so m_l, too, is PEFT's own at step 0.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torch import Tensor, nn
 
 from .config import OPLoRAConfig, resolve_formulation
 
-LayerShapes = tuple[torch.Size, torch.Size]  # (lora_A weight shape, lora_B weight shape)
+LayerShapes = tuple[torch.Size, ...]  # (lora_A weight shape, lora_B weight shape[, DoRA magnitude shape])
 CPU_CHUNK_BYTES = 16 * 2**20
 
 
@@ -73,26 +76,27 @@ def _uniform_(t: Tensor, fan_in: int) -> Tensor:
 
 
 class FactorGroup(nn.Module):
-    """The MLPs of L layers sharing one (A shape, B shape, dtype), stacked along dim 0.
+    """The MLPs of L layers sharing one (A shape, B shape[, magnitude shape], dtype), stacked along dim 0.
 
-    Parameters (float32): ``z`` (L, e), ``W1`` (L, h, e), ``b1`` (L, h), ``WA`` (L, n_A, h), ``bA`` (L, n_A),
-    ``WB`` (L, n_B, h), ``bB`` (L, n_B), with n_A = numel(A shape), n_B = numel(B shape).
+    Parameters (float32): ``z`` (L, e), ``W1`` (L, h, e), ``b1`` (L, h), and one head per output shape:
+    ``WA`` (L, n_A, h), ``bA`` (L, n_A), ``WB`` (L, n_B, h), ``bB`` (L, n_B) and, with DoRA magnitudes,
+    ``WM`` (L, n_M, h), ``bM`` (L, n_M), with n_X = numel(X shape).
     """
 
     def __init__(
         self,
         layers: Sequence[int],
-        a_shape: torch.Size,
-        b_shape: torch.Size,
+        shapes: Sequence[torch.Size],
         dtype: torch.dtype,
         config: OPLoRAConfig,
         device: torch.device | None = None,
+        magnitudes: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.layers = tuple(layers)  # global layer indices, in the order stacked here
-        self.a_shape, self.b_shape, self.dtype = torch.Size(a_shape), torch.Size(b_shape), dtype
+        self.shapes, self.dtype = tuple(torch.Size(s) for s in shapes), dtype
         L, e, h = len(self.layers), config.embedding_dim, config.hidden_dim
-        n_a, n_b = self.a_shape.numel(), self.b_shape.numel()
+        n_a, n_b = self.shapes[0].numel(), self.shapes[1].numel()
         kw = {"device": device, "dtype": torch.float32}
         self.z = nn.Parameter(torch.empty(L, e, **kw).normal_(0.0, config.init_std))
         self.W1 = nn.Parameter(_uniform_(torch.empty(L, h, e, **kw), fan_in=e))
@@ -101,35 +105,76 @@ class FactorGroup(nn.Module):
         self.bA = nn.Parameter(torch.zeros(L, n_a, **kw))
         self.WB = nn.Parameter(torch.zeros(L, n_b, h, **kw))
         self.bB = nn.Parameter(torch.zeros(L, n_b, **kw))
+        self.heads = ["A", "B"]
+        if len(self.shapes) == 3:
+            if magnitudes is None or magnitudes.shape != (L, self.shapes[2].numel()):
+                raise ValueError(
+                    f"FactorGroup: expected initial magnitudes of shape {(L, self.shapes[2].numel())}"
+                )
+            self.WM = nn.Parameter(torch.zeros(L, self.shapes[2].numel(), h, **kw))
+            self.bM = nn.Parameter(magnitudes.detach().to(**kw).clone())
+            self.heads.append("M")
+
+    @property
+    def a_shape(self) -> torch.Size:
+        return self.shapes[0]
+
+    @property
+    def b_shape(self) -> torch.Size:
+        return self.shapes[1]
 
     def extra_repr(self) -> str:
-        return f"L={len(self.layers)}, A={tuple(self.a_shape)}, B={tuple(self.b_shape)}, dtype={self.dtype}"
+        shapes = ", ".join(f"{k}={tuple(s)}" for k, s in zip(self.heads, self.shapes, strict=True))
+        return f"L={len(self.layers)}, {shapes}, dtype={self.dtype}"
 
-    def _params(self) -> list[Tensor]:
+    def _params(self) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]]]:
         # Always compute in float32, whatever the module was cast to.
-        return [p.float() for p in (self.z, self.W1, self.b1, self.WA, self.bA, self.WB, self.bB)]
+        trunk = [p.float() for p in (self.z, self.W1, self.b1)]
+        heads = [(getattr(self, f"W{k}").float(), getattr(self, f"b{k}").float()) for k in self.heads]
+        return trunk, heads
 
-    def batched(self, cast: bool = True) -> tuple[Tensor, Tensor]:
-        """A (L, *A shape), B (L, *B shape) in the group's dtype (float32 with cast=False), from three
-        stacked products."""
-        z, W1, b1, WA, bA, WB, bB = self._params()
+    def batched(self, cast: bool = True) -> tuple[Tensor, ...]:
+        """A (L, *A shape), B (L, *B shape)[, M (L, *magnitude shape)] in the group's dtype (float32 with
+        cast=False), from one stacked product per layer of the MLP."""
+        (z, W1, b1), heads = self._params()
         h = F.relu(_StackedAffine.apply(W1, b1, z))  # (L, h)
-        A = _StackedAffine.apply(WA, bA, h)  # (L, n_A)
-        B = _StackedAffine.apply(WB, bB, h)  # (L, n_B)
         L, dtype = len(self.layers), self.dtype if cast else torch.float32
-        return A.to(dtype).view(L, *self.a_shape), B.to(dtype).view(L, *self.b_shape)
+        return tuple(
+            _StackedAffine.apply(W, b, h).to(dtype).view(L, *shape)  # (L, n_X) -> (L, *X shape)
+            for (W, b), shape in zip(heads, self.shapes, strict=True)
+        )
 
-    def loop(self, cast: bool = True) -> list[tuple[Tensor, Tensor]]:
-        """The reference: one small MLP call per layer; [(A_l, B_l)] in the group's dtype (or float32)."""
-        z, W1, b1, WA, bA, WB, bB = (p.unbind(0) for p in self._params())
+    def loop(self, cast: bool = True) -> list[tuple[Tensor, ...]]:
+        """The reference: one small MLP call per layer; [(A_l, B_l[, m_l])] in the group's dtype (or float32)."""
+        (z, W1, b1), heads = self._params()
         dtype = self.dtype if cast else torch.float32
         out = []
         for i in range(len(self.layers)):
             h = F.relu(F.linear(z[i], W1[i], b1[i]))  # (h,)
-            A = F.linear(h, WA[i], bA[i]).to(dtype).view(self.a_shape)  # (r, d_in, ...)
-            B = F.linear(h, WB[i], bB[i]).to(dtype).view(self.b_shape)  # (d_out, r, ...)
-            out.append((A, B))
+            out.append(
+                tuple(
+                    F.linear(h, W[i], b[i]).to(dtype).view(shape)
+                    for (W, b), shape in zip(heads, self.shapes, strict=True)
+                )
+            )
         return out
+
+
+def _check_layer(i: int, shapes: LayerShapes, magnitude: Tensor | None) -> None:
+    if len(shapes) not in (2, 3) or len(shapes[0]) < 2 or len(shapes[1]) < 2 or shapes[0][0] != shapes[1][1]:
+        raise ValueError(
+            f"FactorGenerator: layer {i} has shapes {[tuple(s) for s in shapes]}; expected A (r, d_in, ...) and "
+            "B (d_out, r, ...) with the same r, and optionally a DoRA magnitude shape"
+        )
+    if len(shapes) == 3:
+        d_out = shapes[1][0]
+        if shapes[2].numel() != d_out or magnitude is None or magnitude.numel() != d_out:
+            raise ValueError(
+                f"FactorGenerator: layer {i}: the DoRA magnitude (shape {tuple(shapes[2])}, initial value "
+                f"{None if magnitude is None else tuple(magnitude.shape)}) must have d_out = {d_out} entries"
+            )
+    elif magnitude is not None:
+        raise ValueError(f"FactorGenerator: layer {i} has an initial magnitude but no magnitude shape")
 
 
 class FactorGenerator(nn.Module):
@@ -137,49 +182,56 @@ class FactorGenerator(nn.Module):
 
     Args:
         shapes: per layer, ``(lora_A weight shape, lora_B weight shape)``; Linear: ((r, d_in), (d_out, r)),
-            Conv2d: ((r, d_in, kh, kw), (d_out, r, 1, 1)).
+            Conv2d: ((r, d_in, kh, kw), (d_out, r, 1, 1)); a DoRA layer whose magnitude is generated adds
+            PEFT's magnitude shape: (d_out,) for Linear, (1, d_out, 1, 1) for Conv2d.
         config: embedding size e, hidden size h, init std of z, default formulation.
         dtypes: per layer, the dtype A_l and B_l are cast to (the LoRA weights'); default float32.
         device: where the parameters live.
         chunk_bytes: most bytes of one stacked weight (WA or WB) per group chunk; ``None``: no limit;
             ``"auto"``: :func:`default_chunk_bytes` of ``device``.
+        magnitudes: per layer, the initial magnitude (the bias of its third head) for layers with a
+            magnitude shape, ``None`` for the others.
     """
 
     def __init__(
         self,
-        shapes: Sequence[tuple[Sequence[int], Sequence[int]]],
+        shapes: Sequence[Sequence[Sequence[int]]],
         config: OPLoRAConfig | None = None,
         dtypes: Sequence[torch.dtype] | None = None,
         device: torch.device | str | None = None,
         chunk_bytes: int | None | str = "auto",
+        magnitudes: Sequence[Tensor | None] | None = None,
     ) -> None:
         super().__init__()
         self.config = config if config is not None else OPLoRAConfig()
-        self.shapes: tuple[LayerShapes, ...] = tuple((torch.Size(a), torch.Size(b)) for a, b in shapes)
+        self.shapes: tuple[LayerShapes, ...] = tuple(tuple(torch.Size(s) for s in layer) for layer in shapes)
         if not self.shapes:
             raise ValueError("FactorGenerator: shapes is empty; expected at least one layer")
-        if dtypes is None:
-            dtypes = [torch.float32] * len(self.shapes)
-        if len(dtypes) != len(self.shapes):
-            raise ValueError(f"FactorGenerator: {len(dtypes)} dtypes for {len(self.shapes)} layers")
-        for i, (a, b) in enumerate(self.shapes):
-            if len(a) < 2 or len(b) < 2 or a[0] != b[1]:
-                raise ValueError(
-                    f"FactorGenerator: layer {i} has A shape {tuple(a)} and B shape {tuple(b)}; "
-                    "expected (r, d_in, ...) and (d_out, r, ...) with the same r"
-                )
-        by_key: dict[tuple[torch.Size, torch.Size, torch.dtype], list[int]] = {}
+        n = len(self.shapes)
+        dtypes = [torch.float32] * n if dtypes is None else list(dtypes)
+        magnitudes = [None] * n if magnitudes is None else list(magnitudes)
+        if len(dtypes) != n or len(magnitudes) != n:
+            raise ValueError(
+                f"FactorGenerator: {len(dtypes)} dtypes, {len(magnitudes)} magnitudes for {n} layers"
+            )
+        for i, (layer, m) in enumerate(zip(self.shapes, magnitudes, strict=True)):
+            _check_layer(i, layer, m)
+        by_key: dict[tuple[LayerShapes, torch.dtype], list[int]] = {}
         for i, (shape, dtype) in enumerate(zip(self.shapes, dtypes, strict=True)):
-            by_key.setdefault((shape[0], shape[1], dtype), []).append(i)
+            by_key.setdefault((shape, dtype), []).append(i)
         if chunk_bytes == "auto":
             chunk_bytes = default_chunk_bytes(device)
         h = self.config.hidden_dim
         groups = []
-        for (a, b, dtype), layers in by_key.items():
-            per_layer = max(a.numel(), b.numel()) * h * 4
+        for (layer_shapes, dtype), layers in by_key.items():
+            per_layer = max(s.numel() for s in layer_shapes) * h * 4
             size = len(layers) if chunk_bytes is None else max(1, int(chunk_bytes) // per_layer)
             for s in range(0, len(layers), size):
-                groups.append(FactorGroup(layers[s : s + size], a, b, dtype, self.config, device))
+                chunk = layers[s : s + size]
+                init = None
+                if len(layer_shapes) == 3:
+                    init = torch.stack([magnitudes[i].detach().float().reshape(-1) for i in chunk])  # type: ignore[union-attr]
+                groups.append(FactorGroup(chunk, layer_shapes, dtype, self.config, device, init))
         self.groups = nn.ModuleList(groups)
 
     @property
@@ -189,9 +241,10 @@ class FactorGenerator(nn.Module):
     def extra_repr(self) -> str:
         return f"layers={self.num_layers}, e={self.config.embedding_dim}, h={self.config.hidden_dim}"
 
-    def forward(self, formulation: str | None = None, cast: bool = True) -> list[tuple[Tensor, Tensor]]:
-        """Returns ``[(A_l, B_l)]`` for every layer l, in the order of ``shapes``, in each layer's dtype
-        (``cast=False``: in float32, the generator's compute dtype).
+    def forward(self, formulation: str | None = None, cast: bool = True) -> list[tuple[Tensor, ...]]:
+        """Returns ``[(A_l, B_l)]`` (``(A_l, B_l, m_l)`` for a layer with a generated DoRA magnitude) for
+        every layer l, in the order of ``shapes``, in each layer's dtype (``cast=False``: in float32, the
+        generator's compute dtype).
 
         ``formulation``: "batched", "loop" or "auto" (default: the config's); both give the same values
         and gradients. In "batched" each A_l is a view of its group's stacked output, taken with one
@@ -199,12 +252,11 @@ class FactorGenerator(nn.Module):
         """
         device = next(iter(self.parameters())).device
         how = resolve_formulation(formulation or self.config.formulation, device)
-        out: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
+        out: list[tuple[Tensor, ...] | None] = [None] * self.num_layers
         with torch.autocast(device.type, enabled=False):  # float32 even inside a mixed-precision region
             for group in self.groups:
                 if how == "batched":
-                    A, B = group.batched(cast)
-                    pairs = zip(A.unbind(0), B.unbind(0), strict=True)
+                    pairs = zip(*(t.unbind(0) for t in group.batched(cast)), strict=True)
                 else:
                     pairs = group.loop(cast)
                 for layer, pair in zip(group.layers, pairs, strict=True):

@@ -22,6 +22,12 @@ export const GeneratorConfig = z
       .enum(["auto", "batched", "loop"])
       .default("auto")
       .describe("how the factors are computed: batched per shape group, or a per-layer loop"),
+    magnitude: z
+      .enum(["generated", "direct"])
+      .default("generated")
+      .describe(
+        "with adapter.use_dora: 'generated' makes DoRA's magnitude vector a third head of each layer's MLP (zero weights, bias = PEFT's initial magnitude, so step 0 is the base model); 'direct' trains PEFT's magnitude vector as a plain parameter",
+      ),
   })
   .describe("OP-LoRA generator (only with adapter.kind = 'op-lora')");
 
@@ -32,6 +38,12 @@ const loraFields = {
     .boolean()
     .default(false)
     .describe("rsLoRA (Kalajdzievski 2023): scaling = lora_alpha / sqrt(r) instead of lora_alpha / r"),
+  use_dora: z
+    .boolean()
+    .default(false)
+    .describe(
+      "DoRA (Liu et al. 2024, PEFT's use_dora): W' = m * (W + dW) / ||W + dW||_c with a trained magnitude vector m per output; with op-lora see generator.magnitude",
+    ),
 };
 
 export const LoraAdapter = z.strictObject({ kind: z.literal("lora"), ...loraFields });

@@ -61,7 +61,15 @@ export const MatrixFactorizationSpec = z
       .prefault({}),
     thresholds,
   })
-  .superRefine((spec, ctx) => rankFits(spec.adapter.r, spec.matrix, ["adapter", "r"], ctx));
+  .superRefine((spec, ctx) => {
+    rankFits(spec.adapter.r, spec.matrix, ["adapter", "r"], ctx);
+    if (spec.adapter.use_dora)
+      ctx.addIssue({ code: "custom", path: ["adapter", "use_dora"], input: true, message: NO_DORA });
+  });
+
+/** Why matrix factorisation refuses DoRA (python/oplora/run/spec.py says the same). */
+const NO_DORA =
+  "DoRA has no meaning here: the adapted weight W is zero, so DoRA's column norm ||W + dW||_c starts at 0 and its magnitude vector at 0 (the adapter could never move)";
 
 /** Cross-field check: a rank-r factorisation of a rows x cols matrix needs r <= min(rows, cols). */
 function rankFits(

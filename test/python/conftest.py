@@ -145,13 +145,13 @@ def unet_inputs() -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def train_steps() -> Callable[..., None]:
-    """``train_steps(op, loss_fn, steps=3, lr=1e-2)``: a few AdamW steps on ``op.generator``'s parameters."""
+    """``train_steps(op, loss_fn, steps=3, lr=1e-2)``: a few AdamW steps on ``op.trainable_parameters()``."""
 
     def train(
         op: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], steps: int = 3, lr: float = 1e-2
     ) -> None:
         op.train()
-        opt = torch.optim.AdamW(op.generator.parameters(), lr=lr)
+        opt = torch.optim.AdamW(op.trainable_parameters(), lr=lr)
         for _ in range(steps):
             loss_fn(op).backward()
             opt.step()

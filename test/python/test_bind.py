@@ -189,8 +189,10 @@ def test_refuses_twice_no_lora_and_wrong_types(make_tiny_net, make_tiny_peft) ->
         attach("model", CONFIG)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="hidden_dim=0"):
         attach(make_tiny_peft(), {"hidden_dim": 0})
-    with pytest.raises(ValueError, match="variant"):
-        attach(make_tiny_peft(use_dora=True), CONFIG)
+    model = make_tiny_peft()
+    model.base_model.model.q.lora_variant["default"] = object()  # a variant other than DoRA (arrow, ...)
+    with pytest.raises(ValueError, match=r"q uses a LoRA variant \(object\); only plain LoRA and DoRA"):
+        attach(model, CONFIG)
 
 
 def test_several_adapters_default_to_the_active_one(make_tiny_peft, tiny_input) -> None:

@@ -64,7 +64,8 @@ def test_mismatches_are_refused_with_the_difference_named(make_tiny_net, make_ti
     ):
         load_generator(fewer, path)
     with pytest.raises(
-        ValueError, match=r"conv1 has \(A, B\) shapes \[\[4, 3, 3, 3\], \[8, 4, 1, 1\]\] in .*, \[\[2, 3,"
+        ValueError,
+        match=r"conv1 has \(A, B\[, magnitude\]\) shapes \[\[4, 3, 3, 3\], \[8, 4, 1, 1\]\] in .*, \[\[2, 3,",
     ):
         load_generator(attach(make_tiny_peft(r=2), CONFIG), path)
     save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors")

@@ -146,6 +146,7 @@ def test_config_defaults_are_the_reference_values() -> None:
         ({"init_std": -1.0}, r"init_std=-1.0: expected a finite number > 0"),
         ({"init_std": float("nan")}, r"init_std=nan"),
         ({"formulation": "fast"}, r"formulation='fast': expected one of 'auto', 'batched', 'loop'"),
+        ({"magnitude": "learned"}, r"magnitude='learned': expected one of 'generated', 'direct'"),
     ],
 )
 def test_config_errors_name_the_field_the_value_and_the_expectation(kwargs: dict, message: str) -> None:
@@ -154,9 +155,15 @@ def test_config_errors_name_the_field_the_value_and_the_expectation(kwargs: dict
 
 
 def test_config_from_the_spec_dict_round_trips_and_refuses_unknown_keys() -> None:
-    spec = {"embedding_dim": 64, "hidden_dim": 16, "init_std": 0.02, "formulation": "loop"}
+    spec = {
+        "embedding_dim": 64,
+        "hidden_dim": 16,
+        "init_std": 0.02,
+        "formulation": "loop",
+        "magnitude": "direct",
+    }
     config = OPLoRAConfig.from_dict(spec)
-    assert config == OPLoRAConfig(64, 16, 0.02, "loop") and config.to_dict() == spec
+    assert config == OPLoRAConfig(64, 16, 0.02, "loop", "direct") and config.to_dict() == spec
     assert OPLoRAConfig.from_dict({}) == OPLoRAConfig()
     with pytest.raises(ValueError, match="unknown key.*'hiddenDim'"):
         OPLoRAConfig.from_dict({"hiddenDim": 16})

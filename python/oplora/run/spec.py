@@ -151,10 +151,20 @@ def validate_spec(spec: Any) -> dict[str, Any]:
     return filled
 
 
+# sdk/spec/matrix-factorization.ts says the same.
+NO_DORA = (
+    "DoRA has no meaning here: the adapted weight W is zero, so DoRA's column norm ||W + dW||_c starts at 0 "
+    "and its magnitude vector at 0 (the adapter could never move)"
+)
+
+
 def _cross_field(spec: dict[str, Any]) -> list[str]:
-    """The checks JSON Schema cannot state (the SDK's zod superRefine): MF rank r <= min(rows, cols)."""
+    """The checks JSON Schema cannot state (the SDK's zod superRefine): MF rank r <= min(rows, cols), and no
+    DoRA on MF's zero base weight."""
     task = spec.get("task")
     if task == "matrix_factorization":
+        if spec["adapter"].get("use_dora"):
+            return [f"adapter.use_dora: {NO_DORA}"]
         r, path = spec["adapter"]["r"], "adapter.r"
     elif task == "matrix_factorization_study":
         r, path = spec["r"], "r"

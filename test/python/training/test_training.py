@@ -240,16 +240,19 @@ def _perturbed(op):
     return op
 
 
-@pytest.mark.parametrize("variant", ["fp64", "bf16-autocast", "checkpointing"])
+@pytest.mark.parametrize("variant", ["fp64", "bf16-autocast", "checkpointing", "dora"])
 def test_optimizer_step_generates_once_with_per_micro_batch_gradients(make_tiny_peft, variant) -> None:
     """The two schedules differ only in summation order, so in float64 they agree to ~1e-15 and the 1e-6
     bound tests the algorithm; in float32 the order alone moves small elements by ~1e-5 relative (seen on
-    CI), which says nothing about it. bf16 autocast runs on the float32 model, as training does."""
+    CI), which says nothing about it. bf16 autocast runs on the float32 model, as training does. "dora": DoRA
+    layers with the magnitude generated (a third head, whose gradient accumulates the same way)."""
     from oplora.bind import attach
     from oplora.config import OPLoRAConfig
 
     torch.manual_seed(0)
-    op = _perturbed(attach(make_tiny_peft(), OPLoRAConfig(embedding_dim=16, hidden_dim=8)))
+    op = _perturbed(
+        attach(make_tiny_peft(use_dora=variant == "dora"), OPLoRAConfig(embedding_dim=16, hidden_dim=8))
+    )
     op.base.base_model.model.checkpoint = variant == "checkpointing"
     xs = torch.randn(4, 2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
     if variant != "bf16-autocast":

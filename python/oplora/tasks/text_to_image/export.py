@@ -37,7 +37,8 @@ def export_adapters(
     for name, m in components:
         d = save_peft_dir(m, ctx.path("adapter", name, "x").parent)
         dirs[name] = ctx.rel(d)
-        kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(m))
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(m))
+        kwargs[f"{name}_lora_layers"] = layers if name == "unet" else text_encoder_dora_keys(layers)
         kwargs[f"{name}_lora_adapter_metadata"] = lora_config_dict(m)
     ctx.artifact("adapter", ctx.path("adapter", "x").parent, step=step, label="PEFT adapter dirs")
     out = ctx.path("diffusers_lora", "x").parent
@@ -48,3 +49,16 @@ def export_adapters(
         "adapter_dirs": dirs,
         "diffusers_lora": ctx.rel(out / "pytorch_lora_weights.safetensors"),
     }
+
+
+def text_encoder_dora_keys(layers: dict[str, Any]) -> dict[str, Any]:
+    """A text encoder's DoRA magnitudes as `<layer>.lora_magnitude_vector.weight` in the diffusers file.
+
+    PEFT saves them without `.weight`, and `load_lora_weights` passes a text encoder's keys to transformers'
+    `load_adapter`, which inserts the adapter name at the end (`...lora_magnitude_vector.default_0`) where
+    PEFT's DoRA module holds `...lora_magnitude_vector.default_0.weight`: the magnitudes were reported
+    unexpected and stayed at their initial values (diffusers 0.42.1, transformers 5.25). With the suffix they
+    load; the UNet's keys go through PEFT's own loader and keep PEFT's form. test_export.py checks both.
+    """
+    suffix = ".lora_magnitude_vector"
+    return {(k + ".weight" if k.endswith(suffix) else k): v for k, v in layers.items()}
