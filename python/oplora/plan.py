@@ -7,6 +7,9 @@ Per adapted layer with lora_A weight (r, d_in) and lora_B weight (d_out, r), nA 
                       + h·e + h      (W1, b1)
                       + nA·h + nA    (A head)
                       + nB·h + nB    (B head)          ≈ (h + 1) · LoRA params for large layers
+    DoRA (use_dora)   + nM = d_out      (PEFT's magnitude vector, in the exported adapter too)
+      op-lora         + nM·h + nM      (magnitude head, generator.magnitude "generated"),
+                      or nM trained as it is ("direct")
 
 Training memory (bytes), activations excluded (`MEMORY_FORMULA`, returned as the plan's `memory_formula`):
 
@@ -90,22 +93,32 @@ def task_memory_terms(spec: dict[str, Any]) -> dict[str, tuple[int, str]]:
     return dict(hook(spec)) if hook is not None else {}
 
 
-def generator_parameters_per_layer(n_a: int, n_b: int, embedding_dim: int, hidden_dim: int) -> int:
-    """z + (W1, b1) + (WA, bA) + (WB, bB) of one layer's generator."""
+def generator_parameters_per_layer(
+    n_a: int, n_b: int, embedding_dim: int, hidden_dim: int, n_m: int = 0
+) -> int:
+    """z + (W1, b1) + (WA, bA) + (WB, bB) [+ (WM, bM) for a generated DoRA magnitude of n_m] of one layer's
+    generator."""
     e, h = embedding_dim, hidden_dim
-    return e + h * e + h + n_a * h + n_a + n_b * h + n_b
+    return e + h * e + h + sum(n * h + n for n in (n_a, n_b, n_m) if n)
 
 
 def count(layers: LayerShapes, adapter: dict[str, Any]) -> dict[str, Any]:
-    """Shape groups (same A and B shapes) with their counts, LoRA and generator parameter totals."""
+    """Shape groups (same A and B shapes) with their counts; LoRA parameters (what the adapter stores: A, B
+    and, with DoRA, the magnitude vector of d_out = B's first dim), generator parameters, and the DoRA
+    magnitudes an op-lora run trains directly (generator.magnitude "direct")."""
     groups: Counter[tuple[Shape, Shape]] = Counter((tuple(a), tuple(b)) for _, a, b in layers)
     gen = adapter.get("generator") if adapter["kind"] == "op-lora" else None
+    dora = bool(adapter.get("use_dora"))
+    generated = dora and gen is not None and gen.get("magnitude", "generated") == "generated"
     out_groups = []
-    lora_total = gen_total = 0
+    lora_total = gen_total = direct_total = 0
     for (a, b), n in groups.items():
-        n_a, n_b = math.prod(a), math.prod(b)
-        lora = n_a + n_b
-        g = generator_parameters_per_layer(n_a, n_b, gen["embedding_dim"], gen["hidden_dim"]) if gen else 0
+        n_a, n_b, n_m = math.prod(a), math.prod(b), b[0] if dora else 0
+        lora = n_a + n_b + n_m
+        g = 0
+        if gen:
+            e, h = gen["embedding_dim"], gen["hidden_dim"]
+            g = generator_parameters_per_layer(n_a, n_b, e, h, n_m if generated else 0)
         out_groups.append(
             {
                 "lora_A_shape": list(a),
@@ -117,7 +130,13 @@ def count(layers: LayerShapes, adapter: dict[str, Any]) -> dict[str, Any]:
         )
         lora_total += n * lora
         gen_total += n * g
-    return {"groups": out_groups, "lora_parameters": lora_total, "generator_parameters": gen_total}
+        direct_total += n * n_m if gen and not generated else 0
+    return {
+        "groups": out_groups,
+        "lora_parameters": lora_total,
+        "generator_parameters": gen_total,
+        "direct_parameters": direct_total,
+    }
 
 
 def device_memory(device: str) -> tuple[str, int | None]:
@@ -155,7 +174,9 @@ def plan(raw_spec: Any) -> dict[str, Any]:
     adapter = adapter_of(spec)
     counts = count(layers, adapter)
     op = adapter["kind"] == "op-lora"
-    trainable = counts["generator_parameters"] if op else counts["lora_parameters"]
+    trainable = (
+        counts["generator_parameters"] + counts["direct_parameters"] if op else counts["lora_parameters"]
+    )
     base_params = int(base_fn(spec))
     dtype_bytes = int(dtype_fn(spec))
     memory = {

@@ -69,7 +69,7 @@ export const MatrixFactorizationSpec = z
 
 /** Why matrix factorisation refuses DoRA (python/oplora/run/spec.py says the same). */
 const NO_DORA =
-  "DoRA has no meaning here: the adapted weight W is zero, so DoRA's column norm ||W + dW||_c starts at 0 and its magnitude vector at 0 (the adapter could never move)";
+  "matrix factorisation cannot use DoRA: its adapted weight W is zero, so DoRA's column norm ||W + dW||_c starts at 0 and so does its magnitude vector (the adapter could never move)";
 
 /** Cross-field check: a rank-r factorisation of a rows x cols matrix needs r <= min(rows, cols). */
 function rankFits(

@@ -12,6 +12,38 @@ MF = {"task": "matrix_factorization", "device": "cpu", "matrix": {"rows": 24, "c
 def test_generator_formula() -> None:
     # e=4, h=3, nA=2*5=10, nB=6*2=12: z 4 + W1 12 + b1 3 + A head 30+10 + B head 36+12
     assert generator_parameters_per_layer(10, 12, 4, 3) == 4 + 12 + 3 + 30 + 10 + 36 + 12
+    # DoRA, magnitude generated: + an M head of d_out = 6 (18 + 6)
+    assert generator_parameters_per_layer(10, 12, 4, 3, 6) == 4 + 12 + 3 + 30 + 10 + 36 + 12 + 18 + 6
+
+
+@pytest.mark.parametrize(
+    ("kind", "magnitude"), [("lora", None), ("op-lora", "generated"), ("op-lora", "direct")]
+)
+def test_dora_counts_equal_a_real_attach(make_tiny_peft, kind, magnitude) -> None:
+    """The plan's DoRA terms against a real DoRA model (tiny net: 2 Conv2d, 4 Linear): each layer's magnitude
+    (d_out) is stored; op-lora generates it (an M head) or trains it directly."""
+    from oplora.adapter import apply_adapter
+    from oplora.plan import count
+
+    model = make_tiny_peft(use_dora=True)
+    layers = [
+        (n, tuple(m.lora_A["default"].weight.shape), tuple(m.lora_B["default"].weight.shape))
+        for n, m in model.named_modules()
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})
+    ]
+    adapter = {"kind": kind, "r": 4, "use_dora": True}
+    if kind == "op-lora":
+        adapter["generator"] = {"embedding_dim": 16, "hidden_dim": 8, "magnitude": magnitude}
+    counts = count(layers, adapter)
+    assert counts["lora_parameters"] == sum(t.numel() for t in lora_parameters(model).values())
+    module, params = apply_adapter(model, adapter)
+    trainable = sum(p.numel() for p in params)
+    if kind == "op-lora":
+        assert counts["generator_parameters"] == module.num_generator_parameters()
+        assert counts["generator_parameters"] + counts["direct_parameters"] == trainable
+        assert (counts["direct_parameters"] > 0) is (magnitude == "direct")
+    else:
+        assert counts["lora_parameters"] == trainable and counts["direct_parameters"] == 0
 
 
 @pytest.mark.parametrize("kind", ["lora", "op-lora"])

@@ -153,8 +153,8 @@ def validate_spec(spec: Any) -> dict[str, Any]:
 
 # sdk/spec/matrix-factorization.ts says the same.
 NO_DORA = (
-    "DoRA has no meaning here: the adapted weight W is zero, so DoRA's column norm ||W + dW||_c starts at 0 "
-    "and its magnitude vector at 0 (the adapter could never move)"
+    "matrix factorisation cannot use DoRA: its adapted weight W is zero, so DoRA's column norm ||W + dW||_c "
+    "starts at 0 and so does its magnitude vector (the adapter could never move)"
 )
 
 
@@ -164,7 +164,7 @@ def _cross_field(spec: dict[str, Any]) -> list[str]:
     task = spec.get("task")
     if task == "matrix_factorization":
         if spec["adapter"].get("use_dora"):
-            return [f"adapter.use_dora: {NO_DORA}"]
+            return [f"adapter.use_dora: {NO_DORA}, got true"]
         r, path = spec["adapter"]["r"], "adapter.r"
     elif task == "matrix_factorization_study":
         r, path = spec["r"], "r"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from oplora.run.spec import SpecError, validate_spec
+from oplora.run.spec import NO_DORA, SpecError, validate_spec
 
 
 def test_defaults_filled_through_unions():
@@ -62,6 +62,17 @@ def test_mf_rank_above_min_rows_cols_is_refused():
     assert e.value.problems == ["adapter.r: rank 5 exceeds min(matrix.rows, matrix.cols) = 4, got 5"]
     spec["adapter"]["r"] = 4
     assert validate_spec(spec)["adapter"]["r"] == 4
+
+
+@pytest.mark.parametrize("kind", ["lora", "op-lora"])
+def test_mf_refuses_dora_with_the_reason(kind):
+    spec = {"task": "matrix_factorization", "adapter": {"kind": kind, "use_dora": True}}
+    with pytest.raises(SpecError) as e:
+        validate_spec(spec)
+    assert e.value.problems == [f"adapter.use_dora: {NO_DORA}, got true"]
+    assert "column norm" in NO_DORA and "zero" in NO_DORA
+    spec["adapter"]["use_dora"] = False
+    assert validate_spec(spec)["adapter"]["use_dora"] is False
 
 
 @pytest.mark.parametrize("task", ["matrix_factorization", "text_to_image", "llava"])

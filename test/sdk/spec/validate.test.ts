@@ -110,6 +110,31 @@ describe("JSON Schema", () => {
     ]);
   });
 
+  it("MF refuses DoRA with the reason, the same words as Python's validate", async () => {
+    const spec = { task: "matrix_factorization", adapter: { kind: "op-lora", use_dora: true } };
+    const issues = issuesOf(spec);
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatch(
+      /^adapter\.use_dora: matrix factorisation cannot use DoRA: .*column norm.*, got true$/,
+    );
+    const file = tempRunDir("mf-dora.json");
+    writeFileSync(file, JSON.stringify(spec));
+    const r = await execa(VENV_PYTHON, ["-m", "oplora", "validate", file], {
+      env: pythonEnv(),
+      reject: false,
+    });
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toContain(issues[0]);
+    expect(
+      validateSpec({
+        task: "text_to_image",
+        model: { pretrained: "runwayml/stable-diffusion-v1-5" },
+        data: { folder: "images" },
+        adapter: { kind: "op-lora", use_dora: true },
+      }),
+    ).toMatchObject({ adapter: { use_dora: true, generator: { magnitude: "generated" } } });
+  }, 60_000);
+
   it("a number too large for a double (1e400) is named as such, not 'got null'", () => {
     const issues = issuesOf(JSON.parse('{"task": "matrix_factorization", "optimizer": {"lr": 1e400}}'));
     expect(issues).toHaveLength(1);

@@ -54,46 +54,61 @@ class Denoiser(nn.Module):
 
 
 def _unet_on_meta(spec: dict[str, Any]) -> nn.Module:
-    from diffusers import UNet2DConditionModel
-
-    cfg = UNet2DConditionModel.load_config(
-        spec["model"]["pretrained"], subfolder="unet", revision=spec["model"].get("revision")
-    )
-    with torch.device("meta"):
-        return UNet2DConditionModel.from_config(cfg)
+    return _component_on_meta(spec, "unet", "diffusers", "UNet2DConditionModel")
 
 
 def lora_layer_shapes(spec: dict[str, Any]) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
-    """(name, lora_A weight shape, lora_B weight shape) for every adapted UNet layer, from the UNet config."""
+    """(name, lora_A weight shape, lora_B weight shape) for every adapted layer, from the configs: the UNet's
+    and, with adapter.train_text_encoder, each text encoder's."""
+    from diffusers import DiffusionPipeline
+
+    adapter = spec["adapter"]
+    parts = [("unet", _unet_on_meta(spec), adapter["target_modules"])]
+    if adapter["train_text_encoder"]:
+        index = DiffusionPipeline.load_config(
+            spec["model"]["pretrained"], revision=spec["model"].get("revision")
+        )
+        for name in ("text_encoder", "text_encoder_2"):
+            library, cls_name = index.get(name) or (None, None)
+            if library == "transformers" and cls_name:
+                module = _component_on_meta(spec, name, library, cls_name)
+                parts.append((name, module, adapter["text_encoder_target_modules"]))
+    return [
+        shape
+        for prefix, module, targets in parts
+        for shape in _adapted(prefix, module, targets, int(adapter["r"]))
+    ]
+
+
+def _adapted(
+    prefix: str, model: nn.Module, targets: Any, r: int
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
     from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
 
-    unet, r = _unet_on_meta(spec), int(spec["adapter"]["r"])
-    cfg = LoraConfig(r=r, target_modules=spec["adapter"]["target_modules"])
+    cfg = LoraConfig(r=r, target_modules=targets)
     out = []
-    for name, m in unet.named_modules():
+    for name, m in model.named_modules():
         if isinstance(m, nn.Linear) and check_target_module_exists(cfg, name):
-            out.append((f"unet.{name}", (r, m.in_features), (m.out_features, r)))
+            out.append((f"{prefix}.{name}", (r, m.in_features), (m.out_features, r)))
         elif isinstance(m, nn.Conv2d) and check_target_module_exists(cfg, name):
             k = m.kernel_size
-            out.append((f"unet.{name}", (r, m.in_channels, *k), (m.out_channels, r, 1, 1)))
+            out.append((f"{prefix}.{name}", (r, m.in_channels, *k), (m.out_channels, r, 1, 1)))
     return out
 
 
-def _component_parameter_count(spec: dict[str, Any], name: str, library: str, cls_name: str) -> int:
-    """Parameters of one pipeline component (vae, text_encoder, ...), built from its config on the meta device."""
+def _component_on_meta(spec: dict[str, Any], name: str, library: str, cls_name: str) -> nn.Module:
+    """One pipeline component (vae, text_encoder, ...), built from its config on the meta device."""
     import importlib
 
     model, sub = spec["model"], {"subfolder": name, "revision": spec["model"].get("revision")}
     cls = getattr(importlib.import_module(library), cls_name)
     with torch.device("meta"):
         if library == "diffusers":
-            m = cls.from_config(cls.load_config(model["pretrained"], **sub))
-        else:
-            from transformers import AutoConfig
+            return cls.from_config(cls.load_config(model["pretrained"], **sub))
+        from transformers import AutoConfig
 
-            m = cls._from_config(AutoConfig.from_pretrained(model["pretrained"], **sub))
-    return sum(p.numel() for p in m.parameters())
+        return cls._from_config(AutoConfig.from_pretrained(model["pretrained"], **sub))
 
 
 def base_parameter_count(spec: dict[str, Any]) -> int:
@@ -107,7 +122,7 @@ def base_parameter_count(spec: dict[str, Any]) -> int:
     for name in ("vae", "text_encoder", "text_encoder_2"):
         library, cls_name = index.get(name) or (None, None)
         if library in ("diffusers", "transformers") and cls_name:
-            total += _component_parameter_count(spec, name, library, cls_name)
+            total += sum(p.numel() for p in _component_on_meta(spec, name, library, cls_name).parameters())
     return total
 
 
@@ -235,6 +250,7 @@ class Trainer:
         spec, ctx, tr, acc = self.spec, self.ctx, self.train, self.accelerator
         lora_params = sum(p.numel() for p in lora_parameters(self.denoiser).values())
         module, params = apply_adapter(self.denoiser, spec["adapter"])
+        gen_params = module.num_generator_parameters() if spec["adapter"]["kind"] == "op-lora" else 0
         for p in params:  # trainable params in fp32 (diffusers' cast_training_params)
             p.data = p.data.float()
         optimizer = build_optimizer(params, spec["optimizer"])
@@ -277,7 +293,6 @@ class Trainer:
         train_s = time.perf_counter() - t0
         acc.wait_for_everyone()
         peak = peak_memory_bytes(acc.device, self.memory_baseline)
-        gen_params = count_parameters(params) if spec["adapter"]["kind"] == "op-lora" else 0
         metrics: dict[str, Any] = {
             "model_kind": "sdxl" if self.sdxl else "sd",
             "steps": total,

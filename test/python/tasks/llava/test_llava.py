@@ -1,6 +1,6 @@
-"""llava end to end through the runner (LoRA and OP-LoRA): train, evaluate, export; then stock PEFT, in a
-fresh process, loads the adapter on a fresh tiny LLaVA and reproduces the trained logits and eval loss;
-resumed == uninterrupted."""
+"""llava end to end through the runner (LoRA and OP-LoRA, and both with DoRA): train, evaluate, export; then
+stock PEFT, in a fresh process, loads the adapter on a fresh tiny LLaVA and reproduces the trained logits and
+eval loss; resumed == uninterrupted."""
 
 from __future__ import annotations
 
@@ -63,6 +63,44 @@ def op_run(tiny_llava, tmp_path_factory):
     )
     out = tmp_path_factory.mktemp("llava") / "op"
     return _ok(spec, out), out, spec
+
+
+@pytest.fixture(scope="module")
+def dora_runs(tiny_llava, tmp_path_factory):
+    """DoRA (use_dora) for both kinds: LoRA-DoRA with merged weights, OP-DoRA (magnitude generated) with rsLoRA."""
+    out = {}
+    for kind, extra, export in [
+        ("lora", {}, {"merged": True}),
+        ("op-lora", {"use_rslora": True, "generator": OP_GENERATOR}, {}),
+    ]:
+        spec = llava_spec(
+            tiny_llava,
+            adapter={"kind": kind, "r": 4, "use_dora": True, **extra},
+            train={"steps": 3, "batch_size": 2},
+            export={"reference_logits": True, **export},
+        )
+        d = tmp_path_factory.mktemp("llava") / f"{kind}-dora"
+        out[kind] = (_ok(spec, d), d)
+    return out
+
+
+def test_dora_runs_export_stock_peft_dora_adapters(dora_runs):
+    for kind, (result, out) in dora_runs.items():
+        cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+        assert cfg["use_dora"] is True and cfg["use_rslora"] is (kind == "op-lora")
+        keys = load_file(str(out / "adapter" / "adapter_model.safetensors")).keys()
+        layers = {k.removesuffix(".lora_A.weight") for k in keys if k.endswith(".lora_A.weight")}
+        assert layers and set(keys) == {
+            f"{x}.{s}" for x in layers for s in ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector")
+        }
+        m = result["metrics"]  # the plan counts what the run trained and exported, magnitudes included
+        assert (
+            m["lora_parameters"]
+            == m["plan"]["lora_parameters"]
+            == sum(v.numel() for v in load_file(str(out / "adapter" / "adapter_model.safetensors")).values())
+        ), kind
+        if kind == "op-lora":
+            assert m["trainable_parameters"] == m["plan"]["generator_parameters"], kind
 
 
 def test_lora_run_trains_evaluates_and_exports(lora_run):
@@ -134,8 +172,13 @@ print(json.dumps(out))
 """
 
 
-def test_stock_peft_reproduces_the_trained_model_in_a_fresh_process(tiny_llava, lora_run, op_run):
-    runs = {"lora": lora_run[1], "op": op_run[1]}
+def test_stock_peft_reproduces_the_trained_model_in_a_fresh_process(tiny_llava, lora_run, op_run, dora_runs):
+    runs = {
+        "lora": lora_run[1],
+        "op": op_run[1],
+        "lora-dora": dora_runs["lora"][1],
+        "op-dora": dora_runs["op-lora"][1],
+    }
     proc = subprocess.run(
         [sys.executable, "-c", _RELOAD, str(tiny_llava), *map(str, runs.values())],
         capture_output=True,
@@ -145,12 +188,19 @@ def test_stock_peft_reproduces_the_trained_model_in_a_fresh_process(tiny_llava, 
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected_loss = {"lora": lora_run[0]["metrics"]["eval_loss"], "op": op_run[0]["metrics"]["eval_loss"]}
-    assert set(got) == {f"{runs['lora']}:adapter", f"{runs['lora']}:merged", f"{runs['op']}:adapter"}
-    for key, v in got.items():
-        arm = "lora" if key.startswith(str(runs["lora"])) else "op"
-        assert v["max_logit_diff"] < 1e-4, (key, v)
-        assert v["eval_loss"] == pytest.approx(expected_loss[arm], abs=1e-5), key
+    results = {
+        "lora": lora_run[0],
+        "op": op_run[0],
+        "lora-dora": dora_runs["lora"][0],
+        "op-dora": dora_runs["op-lora"][0],
+    }
+    assert set(got) == {f"{runs[a]}:adapter" for a in runs} | {
+        f"{runs[a]}:merged" for a in ("lora", "lora-dora")
+    }
+    for arm, run in runs.items():
+        for key in (k for k in got if k.startswith(f"{run}:")):
+            assert got[key]["max_logit_diff"] < 1e-4, (key, got[key])
+            assert got[key]["eval_loss"] == pytest.approx(results[arm]["metrics"]["eval_loss"], abs=1e-5), key
 
 
 def test_resumed_equals_uninterrupted(op_run, tmp_path):

@@ -17,6 +17,7 @@ import sys
 import textwrap
 
 import pytest
+from oplora.plan import plan
 from oplora.run.runner import EXIT_OK, run_spec
 from safetensors.torch import load_file
 from test_text_to_image import CASES, PROMPT, make_spec
@@ -148,6 +149,7 @@ def test_dora_exports_are_stock_peft_dora(peft_runs, case):
     """Every PEFT dir of a DoRA run says use_dora and holds each LoRA layer's magnitude next to A and B
     (PEFT's key, `lora_magnitude_vector`), and nothing of the generator; rsLoRA survives too."""
     run_dir = peft_runs[case][1]
+    stored = 0
     for part in PARTS[case.split("-")[0]]:
         config = json.loads(open(f"{run_dir}/adapter/{part}/adapter_config.json").read())
         assert config["use_dora"] is True and config["use_rslora"] is ("rslora" in case)
@@ -158,3 +160,12 @@ def test_dora_exports_are_stock_peft_dora(peft_runs, case):
             for layer in layers
             for suffix in ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector")
         }, sorted(keys)[:6]
+        stored += sum(
+            v.numel() for v in load_file(f"{run_dir}/adapter/{part}/adapter_model.safetensors").values()
+        )
+    # The plan counts what the run trained and stored: A, B and the magnitudes (d_out per layer).
+    metrics = json.loads(open(f"{run_dir}/result.json").read())["metrics"]
+    planned = plan(json.loads(open(f"{run_dir}/spec.json").read()))
+    assert metrics["lora_parameters"] == planned["lora_parameters"] == stored
+    assert metrics["trainable_parameters"] == planned["trainable_parameters"]
+    assert metrics["generator_parameters"] == planned["generator_parameters"]
