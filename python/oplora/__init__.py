@@ -4,7 +4,8 @@
     from oplora import OPLoRAConfig, attach, collapse
 
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q", "v"]))
-    op = attach(model, OPLoRAConfig(embedding_dim=128, hidden_dim=32))  # op(x) == model(x); train op.generator
+    op = attach(model, OPLoRAConfig(embedding_dim=128, hidden_dim=32))  # op(x) == model(x)
+    # train op.trainable_parameters(): the generator (and DoRA magnitudes with magnitude="direct")
     plain = collapse(op)                  # plain PEFT model: lora_A / lora_B hold the generated factors
     plain.save_pretrained("adapter/")     # a standard PEFT adapter
 
