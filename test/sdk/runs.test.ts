@@ -4,9 +4,18 @@
  * folders: a truncated result.json, a schema-invalid one, run files without spec.json, a run without a
  * result (incomplete) and one whose run.lock a live process holds (running).
  */
-import { cpSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { hostname } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { InputError } from "../../sdk/errors.js";
 import { run } from "../../sdk/run.js";
@@ -200,4 +209,65 @@ describe("listRuns / showRun (real MF runs and a sweep)", () => {
 
     expect(showRun(bad("truncated")).entry.status).toBe("corrupt");
   });
+});
+
+describe("listRuns: sweep trials that have not started, from the manifest", () => {
+  it("pending while the sweep runs, not_run once it is cancelled; arm and axes from the manifest", async () => {
+    const dir = join(tempRunDir("progress"), "sw");
+    // concurrency 1 and a long first trial: while it steps, the other two have no folder yet
+    const handle = sweep(
+      { ...base, train: { steps: 10_000_000, log_every: 10 } },
+      { axes: { "adapter.r": [2, 3, 4] }, concurrency: 1, outDir: dir },
+    );
+    const ids = handle.trials.map((t) => t.id);
+    let during: RunEntry[] | undefined;
+    let pendingOnly: RunEntry[] | undefined;
+    for await (const ev of handle) {
+      if (during || ev.type !== "trial_progress" || ev.event.type !== "step") continue;
+      during = listRuns(dirname(dir));
+      pendingOnly = listRuns(dir, { status: "pending" });
+      void handle.cancel();
+    }
+    await handle;
+    const byId = (entries: RunEntry[] | undefined) =>
+      Object.fromEntries((entries ?? []).map((e) => [e.runId, e]));
+    const live = byId(during);
+    expect(Object.keys(live).sort()).toEqual([...ids].sort());
+    expect(live[ids[0] as string]?.status).toBe("running");
+    for (const [i, id] of ids.entries()) {
+      if (i === 0) continue;
+      expect(existsSync(join(dir, "runs", id))).toBe(false);
+      expect(live[id]).toMatchObject({
+        path: join(dir, "runs", id),
+        task: "matrix_factorization",
+        arm: { kind: "lora", r: 2 + i },
+        status: "pending",
+        problem: null,
+        metrics: {},
+        wallS: null,
+        sweep: { name: "sw", dir, label: `adapter.r=${2 + i}`, axes: { "adapter.r": 2 + i } },
+      });
+    }
+    expect((pendingOnly ?? []).map((e) => e.runId).sort()).toEqual(ids.slice(1).sort());
+
+    // cancelled: the store calls the two trials it never started not_run, and so does the listing
+    const manifest = await readManifest(dir);
+    expect(manifest?.trials.map((t) => t.status)).toEqual(["cancelled", "not_run", "not_run"]);
+    const after = byId(listRuns(dir));
+    expect(after[ids[0] as string]?.status).toBe("cancelled");
+    expect(after[ids[1] as string]).toMatchObject({ status: "not_run", arm: { kind: "lora", r: 3 } });
+    expect(after[ids[2] as string]?.status).toBe("not_run");
+    expect(listRuns(dir, { status: "not_run" })).toHaveLength(2);
+    // a trial folder with run files but no spec.json yet is that trial, not a stray folder; a listing of
+    // the trial's own folder finds it too
+    const third = join(dir, "runs", ids[2] as string);
+    mkdirSync(third);
+    writeFileSync(join(third, "events.ndjson"), "");
+    expect(listRuns(third)).toMatchObject([{ path: third, status: "not_run", arm: { r: 4 }, problem: null }]);
+    expect(
+      listRuns(join(dir, "runs"))
+        .map((e) => e.status)
+        .sort(),
+    ).toEqual(["cancelled", "not_run", "not_run"]);
+  }, 120_000);
 });

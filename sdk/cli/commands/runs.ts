@@ -15,7 +15,9 @@ const RUNS_HELP = `usage: oplora runs DIR [--task TASK] [--status STATUS] [--jso
 Every run under DIR (plain runs and sweep trials, any depth), newest first: task, arm, status, key
 metrics, wall time, age, path. STATUS: ${RUN_LIST_STATUSES.join(", ")}. A folder with run files but no
 spec.json (not_a_run) or with an unreadable or invalid result.json (corrupt) is listed with its problem.
---json prints the listRuns() array. Exit 2 when DIR is not a directory.`;
+A sweep trial that has not started is listed from the sweep's manifest: pending while the sweep runs,
+not_run once it ended without running it. --json prints the listRuns() array. Exit 2 when DIR is not a
+directory.`;
 
 const SHOW_HELP = `usage: oplora show RUN [--json]
 
