@@ -2,7 +2,8 @@
  * listRuns / showRun over real run directories: one MF run through `run()`, a 3-trial MF sweep (LoRA and
  * OP-LoRA on the CPU, one LoRA trial on a CUDA device that does not exist: failed), plus hand-made bad
  * folders: a truncated result.json, a schema-invalid one, run files without spec.json, a run without a
- * result (incomplete) and one whose run.lock a live process holds (running).
+ * result (incomplete) and one whose run.lock a live process holds (running); a sweep cancelled while its
+ * first trial runs (pending, then not_run trials) and a 4-trial MF search with a pruned trial.
  */
 import {
   cpSync,
@@ -270,4 +271,55 @@ describe("listRuns: sweep trials that have not started, from the manifest", () =
         .sort(),
     ).toEqual(["cancelled", "not_run", "not_run"]);
   }, 120_000);
+});
+
+describe("listRuns: a real search sweep's pruned trials", () => {
+  it("a trial its median pruner stopped (result.json cancelled, manifest pruned) is listed pruned", async () => {
+    const dir = tempRunDir("search");
+    // lr over 1e-4..1: after 2 startup trials TPE (seed 0) tries an lr near 1e-4, far behind the median at
+    // step 10 of 300, and the pruner stops it
+    const handle = sweep(
+      { ...base, optimizer: { name: "adam" }, train: { steps: 300, log_every: 10 } },
+      {
+        outDir: dir,
+        concurrency: 1,
+        search: {
+          space: { "optimizer.lr": { low: 1e-4, high: 1, log: true } },
+          trials: 4,
+          pruner: "median",
+          objective: "final_loss",
+          startupTrials: 2,
+          confirmSeeds: [1],
+          seed: 0,
+        },
+      },
+    );
+    for await (const _ of handle);
+    const results = await handle;
+    const manifest = await readManifest(dir);
+    const trials = manifest?.trials ?? [];
+    const pruned = trials.filter((t) => t.status === "pruned");
+    expect(pruned.length).toBeGreaterThan(0);
+    expect(results.counts.pruned).toBe(pruned.length);
+    const entries = listRuns(dir);
+    expect(entries).toHaveLength(trials.length);
+    for (const t of trials) {
+      const e = at(entries, join(dir, t.dir)) as RunEntry;
+      expect(e.status).toBe(t.status);
+      expect(e.sweep?.label).toBe(t.label);
+    }
+    for (const t of pruned) {
+      const result = json(join(dir, t.dir, "result.json"));
+      expect(result.status).toBe("cancelled"); // the run itself was stopped; only the sweep knows why
+      const e = at(entries, join(dir, t.dir)) as RunEntry;
+      expect(e.problem).toBeNull();
+      expect(e.wallS).toBe(result.timing.wall_s);
+    }
+    expect(
+      listRuns(dir, { status: "pruned" })
+        .map((e) => e.runId)
+        .sort(),
+    ).toEqual(pruned.map((t) => t.id).sort());
+    expect(listRuns(dir, { status: "cancelled" })).toEqual([]);
+  }, 180_000);
 });
