@@ -5,22 +5,26 @@
  * A folder is a run directory when it holds spec.json, result.json, events.ndjson or run.lock; the walk
  * does not descend into one (its adapter/ and checkpoints are the run's), nor into hidden folders
  * (a sweep's .trash/) or node_modules. A bad run directory (no spec.json, a result.json that is not JSON
- * or not a RunResult) is listed with its problem: one bad file never stops a listing.
+ * or not a RunResult) is listed with its problem: one bad file never stops a listing. A sweep's trials that
+ * have not started (no folder, or no spec.json in it yet) are listed from its manifest.
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { InputError } from "./errors.js";
 import { liveHolder } from "./lock.js";
 import { keyMetricsFor } from "./metrics.js";
 import { type ArtifactKind, type RunResult, scalarMetrics } from "./result.js";
 import { RUN_LOCK, readJsonIfValid, readResult, runDirProblem } from "./run-dir.js";
-import { MANIFEST, type ManifestTrial, RUNS, type SweepManifest } from "./sweep/store.js";
+import { setPath } from "./sweep/paths.js";
+import { LOCK, MANIFEST, type ManifestTrial, RUNS, type SweepManifest } from "./sweep/store.js";
 
 /**
  * `succeeded` / `failed` / `cancelled`: what result.json says (`pruned`: a search trial its pruner
  * stopped); `running`: no result yet and a live process holds run.lock; `incomplete`: no result and no
  * live holder (killed, or the machine went down); `not_a_run`: run files but no spec.json; `corrupt`:
- * result.json or events.ndjson unreadable or invalid (the problem says which).
+ * result.json or events.ndjson unreadable or invalid (the problem says which). A sweep trial that has not
+ * started has its manifest's name (sweep/store.ts `TrialStatus`): `pending` while a live process holds the
+ * sweep's lock, `not_run` when the sweep ended (finished, cancelled or killed) without running it.
  */
 export const RUN_LIST_STATUSES = [
   "succeeded",
@@ -29,6 +33,8 @@ export const RUN_LIST_STATUSES = [
   "pruned",
   "running",
   "incomplete",
+  "pending",
+  "not_run",
   "not_a_run",
   "corrupt",
 ] as const;
@@ -95,7 +101,14 @@ export function listRuns(dir: string, options: ListRunsOptions = {}): RunEntry[]
     throw new InputError(`${dir}: no such directory`, root);
   const now = Date.now();
   const entries: RunEntry[] = [];
-  walk(root, enclosingSweep(root), (runDir, sweep) => entries.push(runEntry(runDir, sweep, now)));
+  const sweeps: SweepContext[] = [];
+  const enclosing = enclosingSweep(root);
+  if (enclosing) sweeps.push(enclosing);
+  walk(root, enclosing, {
+    run: (runDir, sweep) => entries.push(runEntry(runDir, sweep, now)),
+    sweep: (s) => sweeps.push(s),
+  });
+  entries.push(...unstartedTrials(root, sweeps, new Set(entries.map((e) => e.path)), now));
   return entries
     .filter((e) => (options.task === undefined || e.task === options.task) && matches(e, options.status))
     .sort((a, b) => b.modifiedAt.localeCompare(a.modifiedAt) || a.path.localeCompare(b.path));
@@ -108,13 +121,18 @@ function matches(entry: RunEntry, status: RunListStatus | undefined): boolean {
 interface SweepContext {
   dir: string;
   trials: Map<string, ManifestTrial>;
+  /** The manifest's base spec: with a trial's axes, the spec of a trial that has not started. */
+  base: unknown;
+  /** A live process holds SWEEP/sweep.lock: its trials that have not started yet still may. */
+  live: boolean;
 }
 
-function walk(
-  dir: string,
-  sweep: SweepContext | null,
-  found: (runDir: string, s: SweepContext | null) => void,
-) {
+interface Visitor {
+  run: (runDir: string, sweep: SweepContext | null) => void;
+  sweep: (sweep: SweepContext) => void;
+}
+
+function walk(dir: string, sweep: SweepContext | null, visit: Visitor) {
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -122,14 +140,15 @@ function walk(
     return; // unreadable folder (permissions): nothing to list in it
   }
   if (RUN_FILES.some((f) => names.includes(f))) {
-    found(dir, sweep);
+    visit.run(dir, sweep);
     return;
   }
   const inner = names.includes(MANIFEST) ? sweepContext(dir) : sweep;
+  if (inner !== sweep && inner) visit.sweep(inner);
   for (const name of names.sort()) {
     if (name.startsWith(".") || name === "node_modules") continue;
     const path = join(dir, name);
-    if (isDir(path)) walk(path, inner, found);
+    if (isDir(path)) walk(path, inner, visit);
   }
 }
 
@@ -138,7 +157,55 @@ function sweepContext(dir: string): SweepContext {
   const manifest = readJsonIfValid<SweepManifest>(join(dir, MANIFEST));
   const trials = new Map<string, ManifestTrial>();
   for (const t of Array.isArray(manifest?.trials) ? manifest.trials : []) trials.set(resolve(dir, t.dir), t);
-  return { dir, trials };
+  return { dir, trials, base: manifest?.base, live: liveHolder(dir, LOCK) !== undefined };
+}
+
+/** The manifest statuses of a trial that has not run (yet): its folder may be missing or hold no spec. */
+const NOT_STARTED = new Set(["pending", "running", "not_run"]);
+
+function notStarted(trial: ManifestTrial | undefined): trial is ManifestTrial {
+  return trial !== undefined && NOT_STARTED.has(trial.status);
+}
+
+/** The sweeps' trials under `root` that have not started and have no entry yet (no run files). */
+function unstartedTrials(root: string, sweeps: SweepContext[], listed: Set<string>, now: number): RunEntry[] {
+  const out: RunEntry[] = [];
+  for (const sweep of sweeps)
+    for (const [runDir, trial] of sweep.trials) {
+      const rel = relative(root, runDir);
+      const under = !rel.startsWith("..") && !isAbsolute(rel);
+      if (under && !listed.has(runDir) && notStarted(trial))
+        out.push(unstartedEntry(runDir, sweep, trial, now));
+    }
+  return out;
+}
+
+/**
+ * A sweep trial that has not started, from the manifest: task and arm from its base spec with the trial's
+ * axes set, its age from the manifest's last write (or its folder's).
+ */
+function unstartedEntry(runDir: string, sweep: SweepContext, trial: ManifestTrial, now: number): RunEntry {
+  let spec = sweep.base;
+  for (const [path, value] of Object.entries(trial.axes ?? {})) spec = setPath(spec ?? {}, path, value);
+  const s = (spec ?? {}) as Record<string, unknown>;
+  const modified = mtime(runDir) ?? mtime(join(sweep.dir, MANIFEST)) ?? now;
+  return {
+    path: runDir,
+    runId: basename(runDir),
+    task: typeof s.task === "string" ? s.task : null,
+    arm: armOf(s.adapter),
+    status: trial.status !== "not_run" && sweep.live ? "pending" : "not_run",
+    problem: null,
+    metrics: {},
+    wallS: null,
+    modifiedAt: new Date(modified).toISOString(),
+    ageS: Math.max(0, (now - modified) / 1000),
+    sweep: sweepOf(sweep, trial),
+  };
+}
+
+function sweepOf(sweep: SweepContext, trial: ManifestTrial | undefined): RunSweep {
+  return { name: basename(sweep.dir), dir: sweep.dir, label: trial?.label ?? null, axes: trial?.axes ?? {} };
 }
 
 /** The sweep above `path` when it is SWEEP/runs or SWEEP/runs/<id> (a listing started inside a sweep). */
@@ -168,13 +235,15 @@ function mtime(path: string): number | null {
 
 function runEntry(runDir: string, sweep: SweepContext | null, now: number): RunEntry {
   const specPath = join(runDir, "spec.json");
+  const trial = sweep?.trials.get(runDir);
+  // its run is starting (run.lock taken, spec.json not written yet) or was stopped before it
+  if (sweep && notStarted(trial) && !existsSync(specPath)) return unstartedEntry(runDir, sweep, trial, now);
   const spec = readJsonIfValid<Record<string, unknown>>(specPath);
   const { status, problem, result } = statusOf(runDir, spec !== undefined);
   const specTime = mtime(specPath);
   const times = [mtime(join(runDir, "result.json")), specTime].filter((t): t is number => t !== null);
   const modified = times.length ? Math.max(...times) : (mtime(runDir) ?? now);
   const task = typeof spec?.task === "string" ? spec.task : (result?.task ?? null);
-  const trial = sweep?.trials.get(runDir);
   return {
     path: runDir,
     runId: basename(runDir),
@@ -187,12 +256,7 @@ function runEntry(runDir: string, sweep: SweepContext | null, now: number): RunE
       result?.timing?.wall_s ?? (status === "running" && specTime !== null ? (now - specTime) / 1000 : null),
     modifiedAt: new Date(modified).toISOString(),
     ageS: Math.max(0, (now - modified) / 1000),
-    sweep: sweep && {
-      name: basename(sweep.dir),
-      dir: sweep.dir,
-      label: trial?.label ?? null,
-      axes: trial?.axes ?? {},
-    },
+    sweep: sweep && sweepOf(sweep, trial),
   };
 }
 

@@ -2,11 +2,21 @@
  * listRuns / showRun over real run directories: one MF run through `run()`, a 3-trial MF sweep (LoRA and
  * OP-LoRA on the CPU, one LoRA trial on a CUDA device that does not exist: failed), plus hand-made bad
  * folders: a truncated result.json, a schema-invalid one, run files without spec.json, a run without a
- * result (incomplete) and one whose run.lock a live process holds (running).
+ * result (incomplete) and one whose run.lock a live process holds (running); a sweep cancelled while its
+ * first trial runs (pending, then not_run trials) and a 4-trial MF search with a pruned trial.
  */
-import { cpSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { hostname } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { InputError } from "../../sdk/errors.js";
 import { run } from "../../sdk/run.js";
@@ -200,4 +210,116 @@ describe("listRuns / showRun (real MF runs and a sweep)", () => {
 
     expect(showRun(bad("truncated")).entry.status).toBe("corrupt");
   });
+});
+
+describe("listRuns: sweep trials that have not started, from the manifest", () => {
+  it("pending while the sweep runs, not_run once it is cancelled; arm and axes from the manifest", async () => {
+    const dir = join(tempRunDir("progress"), "sw");
+    // concurrency 1 and a long first trial: while it steps, the other two have no folder yet
+    const handle = sweep(
+      { ...base, train: { steps: 10_000_000, log_every: 10 } },
+      { axes: { "adapter.r": [2, 3, 4] }, concurrency: 1, outDir: dir },
+    );
+    const ids = handle.trials.map((t) => t.id);
+    let during: RunEntry[] | undefined;
+    let pendingOnly: RunEntry[] | undefined;
+    for await (const ev of handle) {
+      if (during || ev.type !== "trial_progress" || ev.event.type !== "step") continue;
+      during = listRuns(dirname(dir));
+      pendingOnly = listRuns(dir, { status: "pending" });
+      void handle.cancel();
+    }
+    await handle;
+    const byId = (entries: RunEntry[] | undefined) =>
+      Object.fromEntries((entries ?? []).map((e) => [e.runId, e]));
+    const live = byId(during);
+    expect(Object.keys(live).sort()).toEqual([...ids].sort());
+    expect(live[ids[0] as string]?.status).toBe("running");
+    for (const [i, id] of ids.entries()) {
+      if (i === 0) continue;
+      expect(existsSync(join(dir, "runs", id))).toBe(false);
+      expect(live[id]).toMatchObject({
+        path: join(dir, "runs", id),
+        task: "matrix_factorization",
+        arm: { kind: "lora", r: 2 + i },
+        status: "pending",
+        problem: null,
+        metrics: {},
+        wallS: null,
+        sweep: { name: "sw", dir, label: `adapter.r=${2 + i}`, axes: { "adapter.r": 2 + i } },
+      });
+    }
+    expect((pendingOnly ?? []).map((e) => e.runId).sort()).toEqual(ids.slice(1).sort());
+
+    // cancelled: the store calls the two trials it never started not_run, and so does the listing
+    const manifest = await readManifest(dir);
+    expect(manifest?.trials.map((t) => t.status)).toEqual(["cancelled", "not_run", "not_run"]);
+    const after = byId(listRuns(dir));
+    expect(after[ids[0] as string]?.status).toBe("cancelled");
+    expect(after[ids[1] as string]).toMatchObject({ status: "not_run", arm: { kind: "lora", r: 3 } });
+    expect(after[ids[2] as string]?.status).toBe("not_run");
+    expect(listRuns(dir, { status: "not_run" })).toHaveLength(2);
+    // a trial folder with run files but no spec.json yet is that trial, not a stray folder; a listing of
+    // the trial's own folder finds it too
+    const third = join(dir, "runs", ids[2] as string);
+    mkdirSync(third);
+    writeFileSync(join(third, "events.ndjson"), "");
+    expect(listRuns(third)).toMatchObject([{ path: third, status: "not_run", arm: { r: 4 }, problem: null }]);
+    expect(
+      listRuns(join(dir, "runs"))
+        .map((e) => e.status)
+        .sort(),
+    ).toEqual(["cancelled", "not_run", "not_run"]);
+  }, 120_000);
+});
+
+describe("listRuns: a real search sweep's pruned trials", () => {
+  it("a trial its median pruner stopped (result.json cancelled, manifest pruned) is listed pruned", async () => {
+    const dir = tempRunDir("search");
+    // lr over 1e-4..1: after 2 startup trials TPE (seed 0) tries an lr near 1e-4, far behind the median at
+    // step 10 of 300, and the pruner stops it
+    const handle = sweep(
+      { ...base, optimizer: { name: "adam" }, train: { steps: 300, log_every: 10 } },
+      {
+        outDir: dir,
+        concurrency: 1,
+        search: {
+          space: { "optimizer.lr": { low: 1e-4, high: 1, log: true } },
+          trials: 4,
+          pruner: "median",
+          objective: "final_loss",
+          startupTrials: 2,
+          confirmSeeds: [1],
+          seed: 0,
+        },
+      },
+    );
+    for await (const _ of handle);
+    const results = await handle;
+    const manifest = await readManifest(dir);
+    const trials = manifest?.trials ?? [];
+    const pruned = trials.filter((t) => t.status === "pruned");
+    expect(pruned.length).toBeGreaterThan(0);
+    expect(results.counts.pruned).toBe(pruned.length);
+    const entries = listRuns(dir);
+    expect(entries).toHaveLength(trials.length);
+    for (const t of trials) {
+      const e = at(entries, join(dir, t.dir)) as RunEntry;
+      expect(e.status).toBe(t.status);
+      expect(e.sweep?.label).toBe(t.label);
+    }
+    for (const t of pruned) {
+      const result = json(join(dir, t.dir, "result.json"));
+      expect(result.status).toBe("cancelled"); // the run itself was stopped; only the sweep knows why
+      const e = at(entries, join(dir, t.dir)) as RunEntry;
+      expect(e.problem).toBeNull();
+      expect(e.wallS).toBe(result.timing.wall_s);
+    }
+    expect(
+      listRuns(dir, { status: "pruned" })
+        .map((e) => e.runId)
+        .sort(),
+    ).toEqual(pruned.map((t) => t.id).sort());
+    expect(listRuns(dir, { status: "cancelled" })).toEqual([]);
+  }, 180_000);
 });

@@ -3,6 +3,7 @@ import {
   listRuns,
   RUN_LIST_STATUSES,
   type RunArm,
+  type RunDetails,
   type RunEntry,
   type RunListStatus,
   showRun,
@@ -15,12 +16,16 @@ const RUNS_HELP = `usage: oplora runs DIR [--task TASK] [--status STATUS] [--jso
 Every run under DIR (plain runs and sweep trials, any depth), newest first: task, arm, status, key
 metrics, wall time, age, path. STATUS: ${RUN_LIST_STATUSES.join(", ")}. A folder with run files but no
 spec.json (not_a_run) or with an unreadable or invalid result.json (corrupt) is listed with its problem.
---json prints the listRuns() array. Exit 2 when DIR is not a directory.`;
+A sweep trial that has not started is listed from the sweep's manifest: pending while the sweep runs,
+not_run once it ended without running it. --json prints the listRuns() array. Exit 2 when DIR is not a
+directory.`;
 
 const SHOW_HELP = `usage: oplora show RUN [--json]
 
 One run: its status, key and scalar metrics, error (when it failed), artifacts (kind, path, size, whether
-the file exists) and spec. --json prints the showRun() object. Exit 2 when RUN is not a run directory.`;
+the file exists) and spec. --json prints the showRun() object. Exit 2 when RUN is not a run directory;
+exit 1 when its result.json or events.ndjson is corrupt (what can be read is printed, the problem goes to
+stderr).`;
 
 /** `lora r=4`, `op-lora r=8 alpha=16 rslora`; `-` without an adapter. */
 export function armText(arm: RunArm | null): string {
@@ -139,34 +144,37 @@ export const showCommand: Command = {
     const [dir, ...extra] = args.positionals;
     if (!dir || extra.length) throw new UsageError(`expected one RUN\n\n${SHOW_HELP}`);
     const d = showRun(dir);
-    if (args.values.json) {
-      process.stdout.write(`${JSON.stringify(d, null, 2)}\n`);
-      return EXIT.ok;
-    }
-    const e = d.entry;
-    const lines = [
-      `run      ${e.path}`,
-      `task     ${e.task ?? "-"}`,
-      `arm      ${armText(e.arm)}`,
-      `status   ${e.status}`,
-      ...(e.problem ? [`problem  ${e.problem}`] : []),
-      ...(d.error ? [`error    ${d.error.type}: ${d.error.message}`] : []),
-      ...(e.sweep ? [`sweep    ${e.sweep.name}: ${e.sweep.label ?? e.runId}`] : []),
-      `wall     ${e.wallS === null ? "-" : clock(e.wallS)}`,
-      `age      ${ageText(e.ageS)} (${e.modifiedAt})`,
-      "",
-      "metrics",
-      ...keyValues(d.metrics),
-      "",
-      "artifacts",
-      ...d.artifacts.map(
-        (a) => `  ${a.kind.padEnd(14)}  ${a.path}${a.label ? ` (${a.label})` : ""}  ${bytesText(a.bytes)}`,
-      ),
-      "",
-      "spec",
-      JSON.stringify(d.spec, null, 2),
-    ];
-    process.stdout.write(`${lines.join("\n")}\n`);
-    return EXIT.ok;
+    process.stdout.write(args.values.json ? `${JSON.stringify(d, null, 2)}\n` : showText(d));
+    // a corrupt run is printed (spec, status) but is not a good answer: a script must see it failed
+    if (d.entry.status !== "corrupt") return EXIT.ok;
+    process.stderr.write(`oplora: ${d.entry.problem}\n`);
+    return EXIT.failed;
   },
 };
+
+function showText(d: RunDetails): string {
+  const e = d.entry;
+  const lines = [
+    `run      ${e.path}`,
+    `task     ${e.task ?? "-"}`,
+    `arm      ${armText(e.arm)}`,
+    `status   ${e.status}`,
+    ...(e.problem ? [`problem  ${e.problem}`] : []),
+    ...(d.error ? [`error    ${d.error.type}: ${d.error.message}`] : []),
+    ...(e.sweep ? [`sweep    ${e.sweep.name}: ${e.sweep.label ?? e.runId}`] : []),
+    `wall     ${e.wallS === null ? "-" : clock(e.wallS)}`,
+    `age      ${ageText(e.ageS)} (${e.modifiedAt})`,
+    "",
+    "metrics",
+    ...keyValues(d.metrics),
+    "",
+    "artifacts",
+    ...d.artifacts.map(
+      (a) => `  ${a.kind.padEnd(14)}  ${a.path}${a.label ? ` (${a.label})` : ""}  ${bytesText(a.bytes)}`,
+    ),
+    "",
+    "spec",
+    JSON.stringify(d.spec, null, 2),
+  ];
+  return `${lines.join("\n")}\n`;
+}

@@ -12,6 +12,15 @@ import { sweep } from "../../../sdk/sweep/sweep.js";
 import { REPO, tempRunDir } from "../helpers.js";
 
 const MAIN = join(REPO, "dist", "sdk", "cli", "main.js");
+/** The message JSON.parse gives for `text` (Node's wording). */
+function jsonError(text: string): string {
+  try {
+    JSON.parse(text);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return "";
+}
 const cli = (args: string[]) => execa("node", [MAIN, ...args], { reject: false, cwd: REPO });
 
 const spec = {
@@ -115,10 +124,31 @@ describe("oplora runs / oplora show (built CLI)", () => {
     expect(d.spec).toEqual(JSON.parse(readFileSync(join(plain, "spec.json"), "utf8")));
     expect(d.artifacts.length).toBeGreaterThan(0);
     for (const a of d.artifacts) expect(a.exists).toBe(true);
+  });
+
+  it("show on a corrupt run: prints what it can read, the problem on stderr, exit 1", async () => {
     const c = await cli(["show", corrupt]);
-    expect(c.exitCode).toBe(0);
+    expect(c.exitCode).toBe(1);
     expect(c.stdout).toMatch(/^status +corrupt$/m);
     expect(c.stdout).toContain(`problem  ${join(corrupt, "result.json")}: not valid JSON`);
+    expect(c.stdout).toContain('"use_rslora": true'); // the spec still shown
+    expect(c.stderr).toBe(
+      `oplora: ${join(corrupt, "result.json")}: not valid JSON (truncated?): ${jsonError("{")}`,
+    );
+    const j = await cli(["show", corrupt, "--json"]);
+    expect(j.exitCode).toBe(1);
+    expect((JSON.parse(j.stdout) as RunDetails).entry.status).toBe("corrupt");
+    expect(j.stderr).toContain(join(corrupt, "result.json"));
+    // schema-invalid, not only unparsable
+    const invalid = join(root, "invalid");
+    cpSync(plain, invalid, { recursive: true });
+    const result = JSON.parse(readFileSync(join(plain, "result.json"), "utf8"));
+    writeFileSync(join(invalid, "result.json"), JSON.stringify({ ...result, status: "done" }));
+    const v = await cli(["show", invalid]);
+    expect(v.exitCode).toBe(1);
+    expect(v.stderr).toMatch(/result\.json does not match RunResult: status/);
+    expect(v.stdout).toMatch(/^status +corrupt$/m);
+    rmSync(invalid, { recursive: true });
   });
 
   it("a wrong path or a bad flag: a clear error, exit 2", async () => {
