@@ -40,12 +40,13 @@ export const RUN_LIST_STATUSES = [
 ] as const;
 export type RunListStatus = (typeof RUN_LIST_STATUSES)[number];
 
-/** The adapter a run trained: `adapter.kind`, `r`, `lora_alpha`, `use_rslora` from its spec.json. */
+/** The adapter a run trained: `adapter.kind`, `r`, `lora_alpha`, `use_rslora`, `use_dora` from its spec.json. */
 export interface RunArm {
   kind: string;
   r: number | null;
   lora_alpha: number | null;
   use_rslora: boolean;
+  use_dora: boolean;
 }
 
 /** The sweep a trial belongs to, from SWEEP/sweep.json. */
@@ -292,6 +293,7 @@ function armOf(adapter: unknown): RunArm | null {
     r: typeof a.r === "number" ? a.r : null,
     lora_alpha: typeof a.lora_alpha === "number" ? a.lora_alpha : null,
     use_rslora: a.use_rslora === true,
+    use_dora: a.use_dora === true,
   };
 }
 

@@ -106,7 +106,7 @@ describe("listRuns / showRun (real MF runs and a sweep)", () => {
     expect(p).toMatchObject({
       runId: "plain",
       task: "matrix_factorization",
-      arm: { kind: "lora", r: 2, lora_alpha: null, use_rslora: false },
+      arm: { kind: "lora", r: 2, lora_alpha: null, use_rslora: false, use_dora: false },
       status: "succeeded",
       problem: null,
       sweep: null,

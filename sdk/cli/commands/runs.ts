@@ -27,13 +27,14 @@ the file exists) and spec. --json prints the showRun() object. Exit 2 when RUN i
 exit 1 when its result.json or events.ndjson is corrupt (what can be read is printed, the problem goes to
 stderr).`;
 
-/** `lora r=4`, `op-lora r=8 alpha=16 rslora`; `-` without an adapter. */
+/** `lora r=4`, `op-lora r=8 alpha=16 rslora dora`; `-` without an adapter. */
 export function armText(arm: RunArm | null): string {
   if (!arm) return "-";
   const parts = [arm.kind];
   if (arm.r !== null) parts.push(`r=${arm.r}`);
   if (arm.lora_alpha !== null) parts.push(`alpha=${arm.lora_alpha}`);
   if (arm.use_rslora) parts.push("rslora");
+  if (arm.use_dora) parts.push("dora");
   return parts.join(" ");
 }
 

@@ -7,6 +7,7 @@ import { cpSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } fr
 import { join } from "node:path";
 import { execa } from "execa";
 import { beforeAll, describe, expect, it } from "vitest";
+import { armText } from "../../../sdk/cli/commands/runs.js";
 import type { RunDetails, RunEntry } from "../../../sdk/runs.js";
 import { sweep } from "../../../sdk/sweep/sweep.js";
 import { REPO, tempRunDir } from "../helpers.js";
@@ -98,7 +99,13 @@ describe("oplora runs / oplora show (built CLI)", () => {
       "succeeded",
     ]);
     const plainEntry = all.find((e) => e.path === plain);
-    expect(plainEntry?.arm).toEqual({ kind: "lora", r: 2, lora_alpha: null, use_rslora: true });
+    expect(plainEntry?.arm).toEqual({
+      kind: "lora",
+      r: 2,
+      lora_alpha: null,
+      use_rslora: true,
+      use_dora: false,
+    });
     expect(plainEntry?.metrics.final_loss).toBe(
       JSON.parse(readFileSync(join(plain, "result.json"), "utf8")).metrics.final_loss,
     );
@@ -110,6 +117,13 @@ describe("oplora runs / oplora show (built CLI)", () => {
     const none = await cli(["runs", root, "--task", "llava"]);
     expect(none.exitCode).toBe(0);
     expect(none.stdout).toBe(`no runs under ${root}`);
+  });
+
+  it("the arm column names every switch: rslora, dora", () => {
+    const arm = { kind: "op-lora", r: 8, lora_alpha: 16, use_rslora: true, use_dora: true };
+    expect(armText(arm)).toBe("op-lora r=8 alpha=16 rslora dora");
+    expect(armText({ ...arm, use_rslora: false, use_dora: false, lora_alpha: null })).toBe("op-lora r=8");
+    expect(armText(null)).toBe("-");
   });
 
   it("show: status, metrics, artifacts and spec; --json the showRun object", async () => {
