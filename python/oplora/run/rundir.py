@@ -14,6 +14,16 @@ from pathlib import Path
 from typing import Any
 
 
+def read_json(path: Path) -> Any:
+    """A run file's JSON; ValueError naming the file when it is missing or not JSON (truncated, foreign)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

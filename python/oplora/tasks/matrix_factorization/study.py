@@ -16,7 +16,6 @@ to be exact. Writes table.md (rendered by `matrix_factorization_table`), study.j
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...run.rundir import write_bytes_atomic, write_json_atomic
+from ...run.rundir import read_json, write_bytes_atomic, write_json_atomic
 from .table import markdown
 from .task import base_parameter_count as mf_base_parameter_count
 from .task import fit, threshold_key
@@ -345,9 +344,9 @@ def tabulate_runs(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     (why they make no study)."""
     runs = []
     for d in run_dirs:
-        result = json.loads((d / "result.json").read_text())
+        result = read_json(d / "result.json")
         if result.get("status") == "succeeded":
-            runs.append((json.loads((d / "spec.json").read_text()), result["metrics"]))
+            runs.append((read_json(d / "spec.json"), result["metrics"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         study = study_of_runs(runs)

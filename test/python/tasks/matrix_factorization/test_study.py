@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 
 import pytest
@@ -202,6 +203,11 @@ def test_a_sweeps_runs_tabulate_to_the_study_tasks_own_table(tmp_path):
     assert "differ in r" in out["skipped"] and not (tmp_path / "mixed" / "table.md").exists()
     mf_only = [d for d in dirs if json.loads((d / "spec.json").read_text())["adapter"]["kind"] == "lora"]
     assert "needs both arms" in study.tabulate_runs(mf_only, tmp_path / "mf")["skipped"]
+    broken = tmp_path / "runs" / "broken"
+    shutil.copytree(dirs[0], broken)
+    (broken / "result.json").write_text('{"status": "succ')  # truncated
+    with pytest.raises(ValueError, match=r"broken/result.json: not JSON"):
+        study.tabulate_runs([*dirs, broken], tmp_path / "broken-table")
 
 
 def test_each_arm_with_its_own_lrs_is_compared_only_at_lrs_both_ran():
