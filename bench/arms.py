@@ -9,6 +9,7 @@ op-dora-direct  OP-DoRA, PEFT's magnitude vector trained as a plain parameter ("
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -58,4 +59,23 @@ def mf_dora() -> dict[str, Any]:
     return {
         "status": "applicable",
         "reason": "validate_spec accepted adapter.use_dora on matrix_factorization",
+    }
+
+
+def magnitude_comparison(lrs: dict[str, float], losses: dict[str, list[float]], seeds: list[int]) -> dict:
+    """OP-DoRA's magnitude modes, each at its best lr (`lrs`), over paired seeds (the same data order and
+    noise for both at a seed): mean loss, direct / generated per seed, and in how many seeds each is lower."""
+    gen, direct = losses["op-dora"], losses["op-dora-direct"]
+    per_seed = [d / g for g, d in zip(gen, direct, strict=True)]
+    return {
+        "seeds": seeds,
+        "lr": lrs,
+        "loss": losses,
+        "mean_loss": {k: statistics.fmean(v) for k, v in losses.items()},
+        "ratio_direct_over_generated_per_seed": per_seed,
+        "ratio_direct_over_generated_mean": statistics.fmean(per_seed),
+        "seeds_lower": {
+            "op-dora": sum(r > 1 for r in per_seed),
+            "op-dora-direct": sum(r < 1 for r in per_seed),
+        },
     }

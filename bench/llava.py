@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from arms import ARMS, adapter, ratios
+from arms import ARMS, adapter, magnitude_comparison, ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 # The larger LLaVA of the speed part: 8-layer llama at hidden 512 (~27 M parameters) under a 4-layer CLIP
@@ -202,44 +202,50 @@ def memory(model_dir: Path, data_dir: Path, names: list[str]) -> dict:
     }
 
 
-def quality(model_dir: Path, data_dir: Path, steps: int, grid: dict[str, list[float]], work: Path) -> dict:
+def _run(model_dir: Path, data_dir: Path, arm: str, lr: float, steps: int, work: Path, seed: int = 0) -> dict:
+    """One run through the real task (runner): its eval loss, VQA accuracy, final train loss and seconds."""
     from oplora.run.runner import run_spec
 
-    runs = []
-    for arm, lrs in grid.items():
-        for lr in lrs:
-            spec = {
-                "task": "llava",
-                "device": "cpu",
-                "seed": 0,
-                "model": {"pretrained": str(model_dir)},
-                "adapter": adapter(arm, 8, GENERATOR),
-                "data": {
-                    "train_json": str(data_dir / "train.json"),
-                    "image_folder": str(data_dir / "images"),
-                    "eval_json": str(data_dir / "eval.json"),
-                    "max_length": 64,
-                },
-                "optimizer": {"lr": lr},
-                "train": {"steps": steps, "batch_size": 8, "log_every": steps},
-                "eval": {"batch_size": 16, "max_new_tokens": 3},
-            }
-            t0 = time.perf_counter()
-            result, code = run_spec(spec, work / f"{arm}-{lr:g}")
-            if code != 0:
-                raise RuntimeError(f"{arm} lr={lr}: {result and result['error']}")
-            m = result["metrics"]
-            runs.append(
-                {
-                    "kind": arm,
-                    "lr": lr,
-                    "eval_loss": m["eval_loss"],
-                    "vqa_accuracy": m["vqa_accuracy"],
-                    "final_train_loss": m["final_loss"],
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            print(json.dumps(runs[-1]), flush=True)
+    spec = {
+        "task": "llava",
+        "device": "cpu",
+        "seed": seed,
+        "model": {"pretrained": str(model_dir)},
+        "adapter": adapter(arm, 8, GENERATOR),
+        "data": {
+            "train_json": str(data_dir / "train.json"),
+            "image_folder": str(data_dir / "images"),
+            "eval_json": str(data_dir / "eval.json"),
+            "max_length": 64,
+        },
+        "optimizer": {"lr": lr},
+        "train": {"steps": steps, "batch_size": 8, "log_every": steps},
+        "eval": {"batch_size": 16, "max_new_tokens": 3},
+    }
+    t0 = time.perf_counter()
+    result, code = run_spec(spec, work / f"{arm}-{lr:g}-seed{seed}")
+    if code != 0:
+        raise RuntimeError(f"{arm} lr={lr} seed={seed}: {result and result['error']}")
+    m = result["metrics"]
+    run = {
+        "kind": arm,
+        "lr": lr,
+        "seed": seed,
+        "eval_loss": m["eval_loss"],
+        "vqa_accuracy": m["vqa_accuracy"],
+        "final_train_loss": m["final_loss"],
+        "seconds": time.perf_counter() - t0,
+    }
+    print(json.dumps(run), flush=True)
+    return run
+
+
+def quality(
+    model_dir: Path, data_dir: Path, steps: int, grid: dict[str, list[float]], seeds: list[int], work: Path
+) -> dict:
+    """Each arm over its lr grid (seed 0); then the two OP-DoRA magnitude modes at their best lrs again
+    with `seeds` (seed 0 the grid's run)."""
+    runs = [_run(model_dir, data_dir, arm, lr, steps, work) for arm, lrs in grid.items() for lr in lrs]
     # a diverged run (NaN eval loss) is never the best
     finite = [r for r in runs if math.isfinite(r["eval_loss"])]
     best = {
@@ -247,6 +253,14 @@ def quality(model_dir: Path, data_dir: Path, steps: int, grid: dict[str, list[fl
         for k in grid
     }
     found = {k: v for k, v in best.items() if v}
+    seeded = {
+        k: [best[k]] + [_run(model_dir, data_dir, k, best[k]["lr"], steps, work, s) for s in seeds[1:]]
+        for k in ("op-dora", "op-dora-direct")
+    }
+    magnitude = magnitude_comparison(
+        {k: best[k]["lr"] for k in seeded}, {k: [r["eval_loss"] for r in v] for k, v in seeded.items()}, seeds
+    )
+    magnitude["vqa_accuracy"] = {k: [r["vqa_accuracy"] for r in v] for k, v in seeded.items()}
     return {
         "steps": steps,
         "grid": grid,
@@ -254,6 +268,7 @@ def quality(model_dir: Path, data_dir: Path, steps: int, grid: dict[str, list[fl
         "best": best,
         "best_eval_loss_ratios": ratios({k: v["eval_loss"] for k, v in found.items()}),
         "best_vqa_accuracy_ratios": ratios({k: max(v["vqa_accuracy"], 1e-9) for k, v in found.items()}),
+        "magnitude": magnitude,
     }
 
 
@@ -310,7 +325,10 @@ def main() -> None:
     grid = {k: lrs for k in names}
     if a.quick:  # one lr each: LoRA's and OP-LoRA's best of the full grid, the DoRA arms at their kind's
         grid = {k: [1e-2] if ARMS[k]["kind"] == "lora" else [3e-3] for k in names}
-    result["quality"] = quality(tiny / "model", tiny / "data", 30 if a.quick else 100, grid, work / "runs")
+    seeds = [0, 1] if a.quick else [0, 1, 2, 3, 4]
+    result["quality"] = quality(
+        tiny / "model", tiny / "data", 30 if a.quick else 100, grid, seeds, work / "runs"
+    )
     result["wall_s"] = time.perf_counter() - t0
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1))

@@ -30,17 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from arms import ARMS, adapter, mf_dora, ratios
+from arms import ARMS, adapter, magnitude_comparison, mf_dora, ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test" / "python"))
 
 
-def _spec(assets: Path, arm: str, lr: float, steps: int, accumulation: int = 1) -> dict:
+def _spec(assets: Path, arm: str, lr: float, steps: int, accumulation: int = 1, seed: int = 0) -> dict:
     return {
         "task": "text_to_image",
         "device": "cpu",
-        "seed": 0,
+        "seed": seed,
         "model": {"pretrained": str(assets / "sd")},
         "adapter": adapter(arm, 8),
         "data": {"folder": str(assets / "data" / "train"), "resolution": 32, "random_flip": True},
@@ -170,19 +170,25 @@ def memory(assets: Path, steps: int, arms: list[str]) -> dict:
     return out
 
 
-def quality(assets: Path, steps: int, grid: dict[str, list[float]]) -> dict:
+def _run(assets: Path, arm: str, lr: float, steps: int, seed: int = 0) -> dict:
     from oplora.run.runner import run_spec
 
+    res, code = run_spec(_spec(assets, arm, lr, steps, seed=seed), Path(tempfile.mkdtemp()) / "run")
+    assert code == 0, res and res["error"]
+    curve = [p["loss"] for p in res["metrics"]["loss_curve"]]
+    return {
+        "last10_mean_loss": statistics.fmean(curve[-10:]),
+        "first10_mean_loss": statistics.fmean(curve[:10]),
+    }
+
+
+def quality(assets: Path, steps: int, grid: dict[str, list[float]], seeds: list[int]) -> dict:
+    """Each arm over its lr grid (seed 0); then the two OP-DoRA magnitude modes at their best lrs again
+    with `seeds` (seed 0 the grid's run)."""
     out: dict = {"steps": steps, "grid": grid, "runs": {}}
     for arm, lrs in grid.items():
         for lr in lrs:
-            res, code = run_spec(_spec(assets, arm, lr, steps), Path(tempfile.mkdtemp()) / "run")
-            assert code == 0, res and res["error"]
-            curve = [p["loss"] for p in res["metrics"]["loss_curve"]]
-            out["runs"][f"{arm}@{lr:g}"] = {
-                "last10_mean_loss": statistics.fmean(curve[-10:]),
-                "first10_mean_loss": statistics.fmean(curve[:10]),
-            }
+            out["runs"][f"{arm}@{lr:g}"] = {"lr": lr, **_run(assets, arm, lr, steps)}
     for arm, lrs in grid.items():
         # a diverged run (NaN loss) is never the best
         runs = [(out["runs"][f"{arm}@{lr:g}"]["last10_mean_loss"], f"{arm}@{lr:g}") for lr in lrs]
@@ -192,6 +198,13 @@ def quality(assets: Path, steps: int, grid: dict[str, list[float]]) -> dict:
         out["best_op-lora"]["last10_mean_loss"] / out["best_lora"]["last10_mean_loss"]
     )
     out["best_loss_ratios"] = ratios({k: out[f"best_{k}"]["last10_mean_loss"] for k in grid})
+    lrs = {k: out["runs"][out[f"best_{k}"]["run"]]["lr"] for k in ("op-dora", "op-dora-direct")}
+    losses = {
+        k: [out[f"best_{k}"]["last10_mean_loss"]]
+        + [_run(assets, k, lr, steps, s)["last10_mean_loss"] for s in seeds[1:]]
+        for k, lr in lrs.items()
+    }
+    out["magnitude"] = magnitude_comparison(lrs, losses, seeds)
     out["mf_like_dora"] = mf_dora()
     return out
 
@@ -222,7 +235,7 @@ def main() -> None:
         "arms lora, op-lora, dora (lora + use_dora), op-dora (magnitude generated), op-dora-direct",
         "speed": speed(assets, 3 if q else 8, arms),
         "memory": memory(assets, 2 if q else 4, arms),
-        "quality": quality(assets, 12 if q else 40, grid),
+        "quality": quality(assets, 12 if q else 40, grid, [0, 1] if q else [0, 1, 2]),
     }
     result["wall_s"] = time.perf_counter() - t0
     a.out.parent.mkdir(parents=True, exist_ok=True)
