@@ -1,11 +1,13 @@
-"""LLaVA benchmark on the CPU: OP-LoRA vs LoRA, on a small LLaVA and the generated shapes VQA set.
+"""LLaVA benchmark on the CPU: LoRA, OP-LoRA, DoRA, OP-DoRA (magnitude generated) and OP-DoRA with the
+magnitude direct (bench/arms.py), on a small LLaVA and the generated shapes VQA set.
 
-    1. speed    step time (forward + backward + AdamW), both arms built in one process and stepped in
+    1. speed    step time (forward + backward + AdamW), every arm built in one process and stepped in
                 turns (interleaved), on a small LLaVA (4-layer llama, hidden 256; all LM linears, r = 8,
-                e = 128, h = 32): median ratio OP-LoRA / LoRA; again ("speed_medium") on a larger LLaVA
-                whose vision tower and LM dominate the step (MEDIUM: 8-layer llama at hidden 512)
+                e = 128, h = 32): median ratios against LoRA (and OP-DoRA / DoRA); LoRA and OP-LoRA again
+                ("speed_medium") on a larger LLaVA whose vision tower and LM dominate the step (MEDIUM:
+                8-layer llama at hidden 512)
     2. memory   peak RSS of each arm while training, in its own fresh process (CPU peaks cannot be reset),
-                total and above the RSS before the first step; ratios OP-LoRA / LoRA
+                total and above the RSS before the first step; ratios against LoRA
     3. quality  eval loss and VQA accuracy after N steps through the real task (runner), each arm at its
                 best learning rate (by final eval loss) from a shared grid (1e-3 .. 3e-2)
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import resource
 import statistics
@@ -30,10 +33,12 @@ import time
 from pathlib import Path
 
 import torch
+from arms import ARMS, adapter, magnitude_comparison, ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 # The larger LLaVA of the speed part: 8-layer llama at hidden 512 (~27 M parameters) under a 4-layer CLIP
 # tower at hidden 256, 64x64 images (64 image tokens); every LM linear LoRA'd at r = 8 as in the small one.
+GENERATOR = {"embedding_dim": 128, "hidden_dim": 32}
 MEDIUM = {"image_size": 64, "hidden": 512, "layers": 8, "vision_hidden": 256, "vision_layers": 4}
 
 
@@ -44,11 +49,11 @@ def _builder():
     return mod
 
 
-def _arm(model_dir: Path, data_dir: Path, kind: str, r: int = 8, batch: int = 4, optimizer: str = "default"):
-    """(module, optimizer, batch, n params) for one arm: PEFT LoRA on every LM linear, OP-LoRA attached or
-    not; `optimizer` "default" is the tasks' `build_optimizer` (fused AdamW), "plain" torch's per-parameter
+def _arm(model_dir: Path, data_dir: Path, arm: str, r: int = 8, batch: int = 4, optimizer: str = "default"):
+    """(module, optimizer, batch, n params) for one arm (bench/arms.py): PEFT LoRA (DoRA) on every LM linear,
+    OP-LoRA attached or not; `optimizer` "default" is the tasks' `build_optimizer` (fused AdamW), "plain" torch's per-parameter
     AdamW loop (foreach=False, fused=False)."""
-    from oplora.adapter import apply_adapter
+    from oplora.adapter import apply_adapter, lora_config_kwargs
     from oplora.tasks.llava.data import Encoder, collate, load_records
     from oplora.tasks.llava.model import default_target_modules
     from oplora.training.loop import build_optimizer
@@ -58,9 +63,11 @@ def _arm(model_dir: Path, data_dir: Path, kind: str, r: int = 8, batch: int = 4,
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration.from_pretrained(model_dir)
     model.requires_grad_(False)
-    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules=default_target_modules(model)))
-    adapter = {"kind": kind, "r": r, "generator": {"embedding_dim": 128, "hidden_dim": 32}}
-    module, params = apply_adapter(peft, adapter)
+    block = adapter(arm, r, GENERATOR)
+    peft = get_peft_model(
+        model, LoraConfig(**lora_config_kwargs(block), target_modules=default_target_modules(model))
+    )
+    module, params = apply_adapter(peft, block)
     if optimizer == "plain":
         opt = torch.optim.AdamW(params, lr=1e-4, foreach=False, fused=False)
     else:
@@ -103,21 +110,26 @@ def _timed(arms: dict, steps: int, accelerator=None) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def speed(model_dir: Path, data_dir: Path, steps: int, plain_adamw: bool = True) -> dict:
-    """Step time of both arms: plain step with the default (fused) and (`plain_adamw`) the plain AdamW loop;
-    and an optimizer step of 4 accumulation micro-batches through `optimizer_step`."""
+def speed(model_dir: Path, data_dir: Path, steps: int, names: list[str], plain_adamw: bool = True) -> dict:
+    """Step time of the arms `names`: plain step with the default (fused) and (`plain_adamw`, LoRA and
+    OP-LoRA) the plain AdamW loop; and, LoRA and OP-LoRA, an optimizer step of 4 accumulation micro-batches
+    through `optimizer_step`."""
     from oplora.training.loop import build_accelerator
 
-    arms = {k: _arm(model_dir, data_dir, k) for k in ("lora", "op-lora")}
-    plain = {k: _arm(model_dir, data_dir, k, optimizer="plain") for k in arms} if plain_adamw else {}
+    arms = {k: _arm(model_dir, data_dir, k) for k in names}
+    pair = ("lora", "op-lora")
+    plain = {k: _arm(model_dir, data_dir, k, optimizer="plain") for k in pair} if plain_adamw else {}
     med = _timed({**arms, **{f"{k}/plain_adamw": a for k, a in plain.items()}}, steps)
     acc = build_accelerator({"gradient_accumulation_steps": 4}, torch.device("cpu"))
-    prepared = {k: (m, acc.prepare(o), b, n) for k, (m, o, b, n) in arms.items()}  # steps on the 4th only
+    prepared = {
+        k: (m, acc.prepare(o), b, n) for k, (m, o, b, n) in arms.items() if k in pair
+    }  # steps on the 4th
     med4 = _timed(prepared, max(2, steps // 2), acc)
     base = arms["lora"][0].base_model.model
     return {
         "median_step_s": med,
         "step_time_ratio_op_over_lora": med["op-lora"] / med["lora"],
+        "step_time_ratios": ratios({k: med[k] for k in arms}),
         "fused_over_plain_adamw_step_time": {k: med[k] / med[f"{k}/plain_adamw"] for k in plain},
         "model_parameters": {
             "vision_tower": sum(p.numel() for p in base.model.vision_tower.parameters()),
@@ -137,11 +149,11 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def memory_child(model_dir: Path, data_dir: Path, kind: str) -> None:
+def memory_child(model_dir: Path, data_dir: Path, arm: str) -> None:
     """Current RSS sampled every 2 ms while training: its peak, and the RSS before the first step."""
     import threading
 
-    module, opt, batch, n = _arm(model_dir, data_dir, kind)
+    module, opt, batch, n = _arm(model_dir, data_dir, arm)
     before = _rss_now()
     peak, stop = [before], threading.Event()
 
@@ -159,15 +171,15 @@ def memory_child(model_dir: Path, data_dir: Path, kind: str) -> None:
     print(json.dumps({"rss_before_training": before, "peak_rss": peak[0], "trainable_parameters": n}))
 
 
-def memory(model_dir: Path, data_dir: Path) -> dict:
+def memory(model_dir: Path, data_dir: Path, names: list[str]) -> dict:
     out = {}
-    for kind in ("lora", "op-lora"):
+    for arm in names:
         p = subprocess.run(
             [
                 sys.executable,
                 __file__,
                 "--memory-arm",
-                kind,
+                arm,
                 "--model",
                 str(model_dir),
                 "--data",
@@ -178,58 +190,86 @@ def memory(model_dir: Path, data_dir: Path) -> dict:
             text=True,
             check=True,
         )
-        out[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+        out[arm] = json.loads(p.stdout.strip().splitlines()[-1])
     over = {k: v["peak_rss"] - v["rss_before_training"] for k, v in out.items()}
     return {
         "arms": out,
         "peak_rss_ratio_op_over_lora": out["op-lora"]["peak_rss"] / out["lora"]["peak_rss"],
+        "peak_rss_ratios": ratios({k: v["peak_rss"] for k, v in out.items()}),
+        "training_overhead_ratios": ratios({k: max(v, 1) for k, v in over.items()}),
         "training_overhead_bytes": over,
         "training_overhead_ratio_op_over_lora": over["op-lora"] / max(over["lora"], 1),
     }
 
 
-def quality(model_dir: Path, data_dir: Path, steps: int, grid: dict[str, list[float]], work: Path) -> dict:
+def _run(model_dir: Path, data_dir: Path, arm: str, lr: float, steps: int, work: Path, seed: int = 0) -> dict:
+    """One run through the real task (runner): its eval loss, VQA accuracy, final train loss and seconds."""
     from oplora.run.runner import run_spec
 
-    runs = []
-    for kind, lrs in grid.items():
-        for lr in lrs:
-            spec = {
-                "task": "llava",
-                "device": "cpu",
-                "seed": 0,
-                "model": {"pretrained": str(model_dir)},
-                "adapter": {"kind": kind, "r": 8, "generator": {"embedding_dim": 128, "hidden_dim": 32}}
-                if kind == "op-lora"
-                else {"kind": kind, "r": 8},
-                "data": {
-                    "train_json": str(data_dir / "train.json"),
-                    "image_folder": str(data_dir / "images"),
-                    "eval_json": str(data_dir / "eval.json"),
-                    "max_length": 64,
-                },
-                "optimizer": {"lr": lr},
-                "train": {"steps": steps, "batch_size": 8, "log_every": steps},
-                "eval": {"batch_size": 16, "max_new_tokens": 3},
-            }
-            t0 = time.perf_counter()
-            result, code = run_spec(spec, work / f"{kind}-{lr:g}")
-            if code != 0:
-                raise RuntimeError(f"{kind} lr={lr}: {result and result['error']}")
-            m = result["metrics"]
-            runs.append(
-                {
-                    "kind": kind,
-                    "lr": lr,
-                    "eval_loss": m["eval_loss"],
-                    "vqa_accuracy": m["vqa_accuracy"],
-                    "final_train_loss": m["final_loss"],
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            print(json.dumps(runs[-1]), flush=True)
-    best = {k: min((r for r in runs if r["kind"] == k), key=lambda r: r["eval_loss"]) for k in grid}
-    return {"steps": steps, "grid": grid, "runs": runs, "best": best}
+    spec = {
+        "task": "llava",
+        "device": "cpu",
+        "seed": seed,
+        "model": {"pretrained": str(model_dir)},
+        "adapter": adapter(arm, 8, GENERATOR),
+        "data": {
+            "train_json": str(data_dir / "train.json"),
+            "image_folder": str(data_dir / "images"),
+            "eval_json": str(data_dir / "eval.json"),
+            "max_length": 64,
+        },
+        "optimizer": {"lr": lr},
+        "train": {"steps": steps, "batch_size": 8, "log_every": steps},
+        "eval": {"batch_size": 16, "max_new_tokens": 3},
+    }
+    t0 = time.perf_counter()
+    result, code = run_spec(spec, work / f"{arm}-{lr:g}-seed{seed}")
+    if code != 0:
+        raise RuntimeError(f"{arm} lr={lr} seed={seed}: {result and result['error']}")
+    m = result["metrics"]
+    run = {
+        "kind": arm,
+        "lr": lr,
+        "seed": seed,
+        "eval_loss": m["eval_loss"],
+        "vqa_accuracy": m["vqa_accuracy"],
+        "final_train_loss": m["final_loss"],
+        "seconds": time.perf_counter() - t0,
+    }
+    print(json.dumps(run), flush=True)
+    return run
+
+
+def quality(
+    model_dir: Path, data_dir: Path, steps: int, grid: dict[str, list[float]], seeds: list[int], work: Path
+) -> dict:
+    """Each arm over its lr grid (seed 0); then the two OP-DoRA magnitude modes at their best lrs again
+    with `seeds` (seed 0 the grid's run)."""
+    runs = [_run(model_dir, data_dir, arm, lr, steps, work) for arm, lrs in grid.items() for lr in lrs]
+    # a diverged run (NaN eval loss) is never the best
+    finite = [r for r in runs if math.isfinite(r["eval_loss"])]
+    best = {
+        k: min((r for r in finite if r["kind"] == k), key=lambda r: r["eval_loss"], default=None)
+        for k in grid
+    }
+    found = {k: v for k, v in best.items() if v}
+    seeded = {
+        k: [best[k]] + [_run(model_dir, data_dir, k, best[k]["lr"], steps, work, s) for s in seeds[1:]]
+        for k in ("op-dora", "op-dora-direct")
+    }
+    magnitude = magnitude_comparison(
+        {k: best[k]["lr"] for k in seeded}, {k: [r["eval_loss"] for r in v] for k, v in seeded.items()}, seeds
+    )
+    magnitude["vqa_accuracy"] = {k: [r["vqa_accuracy"] for r in v] for k, v in seeded.items()}
+    return {
+        "steps": steps,
+        "grid": grid,
+        "runs": runs,
+        "best": best,
+        "best_eval_loss_ratios": ratios({k: v["eval_loss"] for k, v in found.items()}),
+        "best_vqa_accuracy_ratios": ratios({k: max(v["vqa_accuracy"], 1e-9) for k, v in found.items()}),
+        "magnitude": magnitude,
+    }
 
 
 def main() -> None:
@@ -256,8 +296,15 @@ def main() -> None:
     tiny = work / "tiny"
     mk.build_model(tiny, image_size=32, hidden=64, layers=2)
     mk.build_data(tiny, n_train=128, n_eval=32)
-    result = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__}}
-    result["speed"] = speed(small / "model", small / "data", 4 if a.quick else 10)
+    names = list(ARMS)
+    result = {
+        "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
+        "setup": "small LLaVA (4-layer llama hidden 256, CLIP 32 px) for speed and memory, tiny (2 layers, "
+        "hidden 64, 128 train / 32 eval) for quality; every LM linear, r=8, e=128, h=32, 1 CPU thread; arms "
+        "lora, op-lora, dora (lora + use_dora), op-dora (magnitude generated), op-dora-direct; speed_medium "
+        "and accumulation_4: lora and op-lora only",
+    }
+    result["speed"] = speed(small / "model", small / "data", 4 if a.quick else 10, names)
     print(json.dumps(result["speed"]), flush=True)
     # A size where the vision tower and the LM, not the adapter, dominate the step (see MEDIUM).
     medium = work / "medium"
@@ -265,20 +312,23 @@ def main() -> None:
     mk.build_data(medium, n_train=8, n_eval=2, image_size=MEDIUM["image_size"])
     result["speed_medium"] = {
         "config": MEDIUM,
-        **speed(medium / "model", medium / "data", 3 if a.quick else 6, False),
+        **speed(medium / "model", medium / "data", 3 if a.quick else 6, ["lora", "op-lora"], False),
     }
     print(json.dumps(result["speed_medium"]), flush=True)
     if a.speed_only:
         old = json.loads(a.out.read_text()) if a.out.exists() else {}
         a.out.write_text(json.dumps({**old, **result}, indent=1))
         return
-    result["memory"] = memory(small / "model", small / "data")
+    result["memory"] = memory(small / "model", small / "data", names)
     print(json.dumps({k: v for k, v in result["memory"].items() if k != "arms"}), flush=True)
     lrs = [1e-3, 3e-3, 1e-2, 3e-2]
-    grid = {"lora": lrs, "op-lora": lrs}
-    if a.quick:
-        grid = {"lora": [1e-2], "op-lora": [3e-3]}
-    result["quality"] = quality(tiny / "model", tiny / "data", 30 if a.quick else 100, grid, work / "runs")
+    grid = {k: lrs for k in names}
+    if a.quick:  # one lr each: LoRA's and OP-LoRA's best of the full grid, the DoRA arms at their kind's
+        grid = {k: [1e-2] if ARMS[k]["kind"] == "lora" else [3e-3] for k in names}
+    seeds = [0, 1] if a.quick else [0, 1, 2, 3, 4]
+    result["quality"] = quality(
+        tiny / "model", tiny / "data", 30 if a.quick else 100, grid, seeds, work / "runs"
+    )
     result["wall_s"] = time.perf_counter() - t0
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1))

@@ -1,15 +1,18 @@
-"""Text-to-image benchmark on the CPU: OP-LoRA vs LoRA on a small (not tiny) SD UNet (64/128 channels,
-2 layers per block; scripts/make_tiny_sd.py --small), resolution 32, batch 2, r = 8, attention targets.
+"""Text-to-image benchmark on the CPU: LoRA, OP-LoRA, DoRA, OP-DoRA (magnitude generated) and OP-DoRA with
+the magnitude direct (bench/arms.py) on a small (not tiny) SD UNet (64/128 channels, 2 layers per block;
+scripts/make_tiny_sd.py --small), resolution 32, batch 2, r = 8, attention targets.
 
-    1. speed    training step (text encode + UNet forward + backward + AdamW) of both arms built in one
-                process and stepped in turns (interleaved): median step time, ratio OP-LoRA / LoRA, and
-                the generator's share (its forward + backward alone, against the OP-LoRA step); and
-                ("accumulation_4") an optimizer step of 4 micro-batches through the task's optimizer_step
+    1. speed    training step (text encode + UNet forward + backward + AdamW) of every arm built in one
+                process and stepped in turns (interleaved): median step time, ratios against LoRA (and
+                OP-DoRA / DoRA), and the generator's share (its forward + backward alone, against the
+                OP-LoRA step); and ("accumulation_4") an optimizer step of 4 micro-batches through the
+                task's optimizer_step, LoRA and OP-LoRA
     2. memory   peak RSS of each arm while training, each in its own fresh process (CPU peaks cannot be
-                reset): ratio OP-LoRA / LoRA
+                reset): ratios against LoRA
     3. quality  mean training loss over the last 10 of N steps through the real task (runner), each arm at
                 its best lr from a small grid, on the generated coloured-shapes style set. The data, noise
                 and timesteps of step s are identical in every run (seeded by step), so losses are paired.
+                The MF-like bench has no DoRA arms: the validator's refusal is recorded ("mf_like_dora").
 
     python bench/text_to_image.py [--out bench/results/text_to_image.json] [--quick]
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -26,17 +30,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from arms import ARMS, adapter, magnitude_comparison, mf_dora, ratios
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test" / "python"))
 
 
-def _spec(assets: Path, kind: str, lr: float, steps: int, accumulation: int = 1) -> dict:
+def _spec(assets: Path, arm: str, lr: float, steps: int, accumulation: int = 1, seed: int = 0) -> dict:
     return {
         "task": "text_to_image",
         "device": "cpu",
-        "seed": 0,
+        "seed": seed,
         "model": {"pretrained": str(assets / "sd")},
-        "adapter": {"kind": kind, "r": 8},
+        "adapter": adapter(arm, 8),
         "data": {"folder": str(assets / "data" / "train"), "resolution": 32, "random_flip": True},
         "optimizer": {"lr": lr},
         "train": {"steps": steps, "batch_size": 2, "gradient_accumulation_steps": accumulation},
@@ -44,7 +50,7 @@ def _spec(assets: Path, kind: str, lr: float, steps: int, accumulation: int = 1)
     }
 
 
-def _trainer(assets: Path, kind: str, accumulation: int = 1):
+def _trainer(assets: Path, arm: str, accumulation: int = 1):
     """(step(u), OP-LoRA module or LoRA'd denoiser, torch): with accumulation 1 a plain forward + backward +
     AdamW step on micro-batch u; above, one optimizer step of `accumulation` micro-batches through the
     task's `optimizer_step` (OP-LoRA: one generation per optimizer step)."""
@@ -57,7 +63,7 @@ def _trainer(assets: Path, kind: str, accumulation: int = 1):
     from oplora.tasks.text_to_image.task import Trainer
     from oplora.training.loop import build_optimizer, optimizer_step
 
-    spec = validate_spec(_spec(assets, kind, 1e-4, 10, accumulation))
+    spec = validate_spec(_spec(assets, arm, 1e-4, 10, accumulation))
     ctx = RunContext(
         spec=spec, run_dir=Path(tempfile.mkdtemp()), events=EventSink(None), device=resolve_device("cpu")
     )
@@ -84,16 +90,16 @@ def _trainer(assets: Path, kind: str, accumulation: int = 1):
     return step, module, torch
 
 
-def speed(assets: Path, n: int) -> dict:
-    lora_step, _, _ = _trainer(assets, "lora")
-    op_step, op, torch = _trainer(assets, "op-lora")
-    times: dict[str, list[float]] = {"lora": [], "op-lora": []}
+def speed(assets: Path, n: int, arms: list[str]) -> dict:
+    steps = {k: _trainer(assets, k) for k in arms}
+    times: dict[str, list[float]] = {k: [] for k in arms}
     for u in range(n + 2):  # interleaved; the first two rounds warm up
-        for name, fn in (("lora", lora_step), ("op-lora", op_step)):
+        for name, (fn, _, _) in steps.items():
             t0 = time.perf_counter()
             fn(u)
             if u >= 2:
                 times[name].append(time.perf_counter() - t0)
+    _, op, torch = steps["op-lora"]
     gen = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -101,16 +107,19 @@ def speed(assets: Path, n: int) -> dict:
         outs = [x for pair in factors for x in pair]
         torch.autograd.backward(outs, [torch.ones_like(x) for x in outs])
         gen.append(time.perf_counter() - t0)
-    lo, opm, gm = (statistics.median(v) for v in (times["lora"], times["op-lora"], gen))
-    del lora_step, op_step, op
+    med = {k: statistics.median(v) for k, v in times.items()}
+    gm = statistics.median(gen)
+    del steps, op
     return {
         "accumulation_4": speed_accumulation(assets, max(2, n // 2), 4),
         "steps_timed": n,
-        "lora_step_s": lo,
-        "oplora_step_s": opm,
-        "ratio_oplora_over_lora": opm / lo,
+        "median_step_s": med,
+        "step_time_ratios": ratios(med),
+        "lora_step_s": med["lora"],
+        "oplora_step_s": med["op-lora"],
+        "ratio_oplora_over_lora": med["op-lora"] / med["lora"],
         "generator_fwd_bwd_s": gm,
-        "generator_share_of_oplora_step": gm / opm,
+        "generator_share_of_oplora_step": gm / med["op-lora"],
     }
 
 
@@ -132,53 +141,71 @@ def speed_accumulation(assets: Path, n: int, accumulation: int) -> dict:
     }
 
 
-def _memory_child(assets: str, kind: str, steps: int) -> None:
+def _memory_child(assets: str, arm: str, steps: int) -> None:
     import torch
     from oplora.training.loop import peak_memory_bytes  # VmHWM: ru_maxrss would carry the parent's peak
 
     cpu = torch.device("cpu")
-    step, _, _ = _trainer(Path(assets), kind)
+    step, _, _ = _trainer(Path(assets), arm)
     loaded = peak_memory_bytes(cpu)
     for u in range(steps):
         step(u)
     print(json.dumps({"peak_rss_bytes": peak_memory_bytes(cpu), "loaded_rss_bytes": loaded}))
 
 
-def memory(assets: Path, steps: int) -> dict:
+def memory(assets: Path, steps: int, arms: list[str]) -> dict:
     out = {}
-    for kind in ("lora", "op-lora"):
+    for arm in arms:
         p = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(assets), kind, str(steps)],
+            [sys.executable, __file__, "--memory-child", str(assets), arm, str(steps)],
             capture_output=True,
             text=True,
             check=True,
         )
-        out[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+        out[arm] = json.loads(p.stdout.strip().splitlines()[-1])
     out["peak_ratio_oplora_over_lora"] = out["op-lora"]["peak_rss_bytes"] / out["lora"]["peak_rss_bytes"]
-    grow = {k: out[k]["peak_rss_bytes"] - out[k]["loaded_rss_bytes"] for k in ("lora", "op-lora")}
+    out["peak_ratios"] = ratios({k: out[k]["peak_rss_bytes"] for k in arms})
+    grow = {k: out[k]["peak_rss_bytes"] - out[k]["loaded_rss_bytes"] for k in arms}
     out["training_growth_bytes"] = grow
     return out
 
 
-def quality(assets: Path, steps: int, grid: dict[str, list[float]]) -> dict:
+def _run(assets: Path, arm: str, lr: float, steps: int, seed: int = 0) -> dict:
     from oplora.run.runner import run_spec
 
+    res, code = run_spec(_spec(assets, arm, lr, steps, seed=seed), Path(tempfile.mkdtemp()) / "run")
+    assert code == 0, res and res["error"]
+    curve = [p["loss"] for p in res["metrics"]["loss_curve"]]
+    return {
+        "last10_mean_loss": statistics.fmean(curve[-10:]),
+        "first10_mean_loss": statistics.fmean(curve[:10]),
+    }
+
+
+def quality(assets: Path, steps: int, grid: dict[str, list[float]], seeds: list[int]) -> dict:
+    """Each arm over its lr grid (seed 0); then the two OP-DoRA magnitude modes at their best lrs again
+    with `seeds` (seed 0 the grid's run)."""
     out: dict = {"steps": steps, "grid": grid, "runs": {}}
-    for kind, lrs in grid.items():
+    for arm, lrs in grid.items():
         for lr in lrs:
-            res, code = run_spec(_spec(assets, kind, lr, steps), Path(tempfile.mkdtemp()) / "run")
-            assert code == 0, res and res["error"]
-            curve = [p["loss"] for p in res["metrics"]["loss_curve"]]
-            out["runs"][f"{kind}@{lr:g}"] = {
-                "last10_mean_loss": statistics.fmean(curve[-10:]),
-                "first10_mean_loss": statistics.fmean(curve[:10]),
-            }
-    for kind in grid:
-        best = min((v["last10_mean_loss"], k) for k, v in out["runs"].items() if k.startswith(kind + "@"))
-        out[f"best_{kind}"] = {"run": best[1], "last10_mean_loss": best[0]}
+            out["runs"][f"{arm}@{lr:g}"] = {"lr": lr, **_run(assets, arm, lr, steps)}
+    for arm, lrs in grid.items():
+        # a diverged run (NaN loss) is never the best
+        runs = [(out["runs"][f"{arm}@{lr:g}"]["last10_mean_loss"], f"{arm}@{lr:g}") for lr in lrs]
+        best = min((r for r in runs if math.isfinite(r[0])), default=(math.nan, None))
+        out[f"best_{arm}"] = {"run": best[1], "last10_mean_loss": best[0]}
     out["best_loss_ratio_oplora_over_lora"] = (
         out["best_op-lora"]["last10_mean_loss"] / out["best_lora"]["last10_mean_loss"]
     )
+    out["best_loss_ratios"] = ratios({k: out[f"best_{k}"]["last10_mean_loss"] for k in grid})
+    lrs = {k: out["runs"][out[f"best_{k}"]["run"]]["lr"] for k in ("op-dora", "op-dora-direct")}
+    losses = {
+        k: [out[f"best_{k}"]["last10_mean_loss"]]
+        + [_run(assets, k, lr, steps, s)["last10_mean_loss"] for s in seeds[1:]]
+        for k, lr in lrs.items()
+    }
+    out["magnitude"] = magnitude_comparison(lrs, losses, seeds)
+    out["mf_like_dora"] = mf_dora()
     return out
 
 
@@ -200,16 +227,15 @@ def main() -> None:
     t0 = time.perf_counter()
     assets = build_tiny_sd(small=True)
     q = a.quick
-    grid = (
-        {"lora": [1e-3, 3e-3, 1e-2, 3e-2], "op-lora": [1e-3, 3e-3, 1e-2, 3e-2]}
-        if not q
-        else {"lora": [1e-3], "op-lora": [1e-3]}
-    )
+    arms = list(ARMS)
+    # 40 steps x 4 lrs x 5 arms through the runner is most of this bench's time; --quick runs one lr each
+    grid = {k: [1e-3] if q else [1e-3, 3e-3, 1e-2, 3e-2] for k in arms}
     result = {
-        "setup": "SD UNet 64/128 ch, 2 layers/block, res 32, batch 2, r=8, to_q/k/v/out.0, AdamW, 1 CPU thread",
-        "speed": speed(assets, 3 if q else 8),
-        "memory": memory(assets, 2 if q else 4),
-        "quality": quality(assets, 12 if q else 40, grid),
+        "setup": "SD UNet 64/128 ch, 2 layers/block, res 32, batch 2, r=8, to_q/k/v/out.0, AdamW, 1 CPU thread; "
+        "arms lora, op-lora, dora (lora + use_dora), op-dora (magnitude generated), op-dora-direct",
+        "speed": speed(assets, 3 if q else 8, arms),
+        "memory": memory(assets, 2 if q else 4, arms),
+        "quality": quality(assets, 12 if q else 40, grid, [0, 1] if q else [0, 1, 2]),
     }
     result["wall_s"] = time.perf_counter() - t0
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The real LLaVA comparison, OP-LoRA vs LoRA on llava-1.5-7b-hf, for a machine with a CUDA GPU and the
+# The real LLaVA comparison, LoRA vs OP-LoRA vs DoRA vs OP-DoRA (bench/arms.py) on llava-1.5-7b-hf, for a
+# machine with a CUDA GPU and the
 # weights (hub access or a local copy). Prepared for users; not run in this project's CI (no GPU there).
 #
 #   DATA_JSON=/data/vqa/train.json IMAGE_FOLDER=/data/vqa/images EVAL_JSON=/data/vqa/val.json \
@@ -8,6 +9,7 @@
 # Data: LLaVA conversation JSON (+ `answers` lists for VQAv2-style scoring in the eval file). Knobs (env):
 #   LLAVA_MODEL (llava-hf/llava-1.5-7b-hf)   R (16)   HIDDEN_DIM (32)   STEPS (1000)   BATCH (4)   ACCUM (4)
 #   LORA_LRS ("1e-4 2e-4 5e-4")   OP_LRS ("5e-4 1e-3 2e-3")   MAX_EVAL (500)   MAX_LENGTH (1024)
+#   ARMS ("lora op-lora dora op-dora"; also op-dora-direct): LORA_LRS for lora/dora, OP_LRS for the op- arms
 # Each arm runs at every lr of its grid; result.json per run and a summary under OUT_DIR.
 # Memory: the generator is (h+1) x the LoRA's size. At r = 16, h = 32 on every language-model linear
 # (~40M LoRA params) it holds ~1.3B params (~21 GB fp32 with Adam) on top of the bf16 base (~14 GB);
@@ -20,7 +22,7 @@ OUT="${1:-$ROOT/bench/results/llava-gpu}"
 MODEL="${LLAVA_MODEL:-llava-hf/llava-1.5-7b-hf}"
 R="${R:-16}"; H="${HIDDEN_DIM:-32}"; STEPS="${STEPS:-1000}"; BATCH="${BATCH:-4}"; ACCUM="${ACCUM:-4}"
 LORA_LRS="${LORA_LRS:-1e-4 2e-4 5e-4}"; OP_LRS="${OP_LRS:-5e-4 1e-3 2e-3}"
-MAX_EVAL="${MAX_EVAL:-500}"; MAX_LENGTH="${MAX_LENGTH:-1024}"
+MAX_EVAL="${MAX_EVAL:-500}"; MAX_LENGTH="${MAX_LENGTH:-1024}"; ARMS="${ARMS:-lora op-lora dora op-dora}"
 : "${DATA_JSON:?set DATA_JSON to a LLaVA conversation JSON}"
 : "${EVAL_JSON:?set EVAL_JSON to held-out records (with answers)}"
 IMAGE_FOLDER="${IMAGE_FOLDER:-$(dirname "$DATA_JSON")}"
@@ -28,13 +30,13 @@ IMAGE_FOLDER="${IMAGE_FOLDER:-$(dirname "$DATA_JSON")}"
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA device: this script needs a GPU")'
 mkdir -p "$OUT"
 
-spec() { # kind lr
+spec() { # arm lr
   "$PY" - "$1" "$2" <<EOF
 import json, sys
-kind, lr = sys.argv[1], float(sys.argv[2])
-adapter = {"kind": kind, "r": $R, "lora_alpha": 2 * $R}
-if kind == "op-lora":
-    adapter["generator"] = {"embedding_dim": 128, "hidden_dim": $H}
+sys.path.insert(0, "$ROOT/bench")
+from arms import adapter as arm_adapter
+arm, lr = sys.argv[1], float(sys.argv[2])
+adapter = {**arm_adapter(arm, $R, {"embedding_dim": 128, "hidden_dim": $H}), "lora_alpha": 2 * $R}
 print(json.dumps({
     "task": "llava", "device": "cuda", "seed": 0,
     "model": {"pretrained": "$MODEL", "dtype": "bfloat16"},
@@ -50,8 +52,8 @@ print(json.dumps({
 EOF
 }
 
-for kind in lora op-lora; do
-  lrs="$LORA_LRS"; [ "$kind" = op-lora ] && lrs="$OP_LRS"
+for kind in $ARMS; do
+  case "$kind" in op-*) lrs="$OP_LRS";; *) lrs="$LORA_LRS";; esac
   for lr in $lrs; do
     dir="$OUT/$kind-lr$lr"
     spec "$kind" "$lr" > "$OUT/$kind-lr$lr.spec.json"
