@@ -9,7 +9,7 @@
 # Data: LLaVA conversation JSON (+ `answers` lists for VQAv2-style scoring in the eval file). Knobs (env):
 #   LLAVA_MODEL (llava-hf/llava-1.5-7b-hf)   R (16)   HIDDEN_DIM (32)   STEPS (1000)   BATCH (4)   ACCUM (4)
 #   LORA_LRS ("1e-4 2e-4 5e-4")   OP_LRS ("5e-4 1e-3 2e-3")   MAX_EVAL (500)   MAX_LENGTH (1024)
-#   ARMS ("lora op-lora dora op-dora"; also op-dora-direct): LORA_LRS for lora/dora, OP_LRS for the op- arms
+#   ARMS ("lora op-lora dora op-dora op-dora-direct"; op-dora-direct is the default magnitude): LORA_LRS for lora/dora, OP_LRS for the op- arms
 # Each arm runs at every lr of its grid; result.json per run and a summary under OUT_DIR.
 # Memory: the generator is (h+1) x the LoRA's size. At r = 16, h = 32 on every language-model linear
 # (~40M LoRA params) it holds ~1.3B params (~21 GB fp32 with Adam) on top of the bf16 base (~14 GB);
@@ -22,7 +22,7 @@ OUT="${1:-$ROOT/bench/results/llava-gpu}"
 MODEL="${LLAVA_MODEL:-llava-hf/llava-1.5-7b-hf}"
 R="${R:-16}"; H="${HIDDEN_DIM:-32}"; STEPS="${STEPS:-1000}"; BATCH="${BATCH:-4}"; ACCUM="${ACCUM:-4}"
 LORA_LRS="${LORA_LRS:-1e-4 2e-4 5e-4}"; OP_LRS="${OP_LRS:-5e-4 1e-3 2e-3}"
-MAX_EVAL="${MAX_EVAL:-500}"; MAX_LENGTH="${MAX_LENGTH:-1024}"; ARMS="${ARMS:-lora op-lora dora op-dora}"
+MAX_EVAL="${MAX_EVAL:-500}"; MAX_LENGTH="${MAX_LENGTH:-1024}"; ARMS="${ARMS:-lora op-lora dora op-dora op-dora-direct}"
 : "${DATA_JSON:?set DATA_JSON to a LLaVA conversation JSON}"
 : "${EVAL_JSON:?set EVAL_JSON to held-out records (with answers)}"
 IMAGE_FOLDER="${IMAGE_FOLDER:-$(dirname "$DATA_JSON")}"

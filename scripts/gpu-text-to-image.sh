@@ -10,13 +10,13 @@
 #     REFERENCE_DIR   held-out images (+ metadata.jsonl captions) for CMMD
 #     MODEL           default stabilityai/stable-diffusion-xl-base-1.0 (or runwayml/stable-diffusion-v1-5)
 #   env: STEPS (1000) RANK (4) RES (1024 SDXL / 512 SD) LORA_LR (1e-4) OPLORA_LR (1e-3) VAE (madebyollin/sdxl-vae-fp16-fix for SDXL)
-#        ARMS ("lora op-lora dora op-dora"; also op-dora-direct): LORA_LR for lora/dora, OPLORA_LR for the op- arms
+#        ARMS ("lora op-lora dora op-dora op-dora-direct"; op-dora-direct is the default magnitude): LORA_LR for lora/dora, OPLORA_LR for the op- arms
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DATA=${1:?data folder}; REF=${2:?reference folder}
 MODEL=${3:-stabilityai/stable-diffusion-xl-base-1.0}; OUT=${4:-runs/t2i-$(date +%Y%m%d-%H%M%S)}
 PY=${OPLORA_PYTHON:-$ROOT/.venv/bin/python}
-ARMS=${ARMS:-lora op-lora dora op-dora}
+ARMS=${ARMS:-lora op-lora dora op-dora op-dora-direct}
 STEPS=${STEPS:-1000}; RANK=${RANK:-4}; LORA_LR=${LORA_LR:-1e-4}; OPLORA_LR=${OPLORA_LR:-1e-3}
 case "$MODEL" in *xl*) RES=${RES:-1024}; VAE=${VAE:-madebyollin/sdxl-vae-fp16-fix};; *) RES=${RES:-512}; VAE=${VAE:-};; esac
 "$PY" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU: this script is for GPU machines')"

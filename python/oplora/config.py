@@ -2,7 +2,7 @@
 
 The JSON form (the spec's ``oplora`` object) uses the same snake_case keys as the fields::
 
-    {"embedding_dim": 128, "hidden_dim": 32, "init_std": 0.01, "formulation": "auto", "magnitude": "generated"}
+    {"embedding_dim": 128, "hidden_dim": 32, "init_std": 0.01, "formulation": "auto", "magnitude": "direct"}
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ class OPLoRAConfig:
     # "loop": one small MLP call per layer (the reference the batched path must equal);
     # "auto": the faster one on the generator's device (see bench/generator.py and resolve_formulation).
     formulation: Formulation = "auto"
-    magnitude: Magnitude = "generated"  # DoRA only: see the class docstring
+    # DoRA only, see the class docstring. "direct" by default: at each mode's best lr it had 0.83-0.84x the
+    # generated mode's loss on the small UNet (3 of 3 seeds) and tied on the small LLaVA (3 of 5 seeds lower),
+    # with fewer parameters (bench/text_to_image.py, bench/llava.py: quality.magnitude).
+    magnitude: Magnitude = "direct"
 
     def __post_init__(self) -> None:
         for name in ("embedding_dim", "hidden_dim"):

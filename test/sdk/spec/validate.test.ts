@@ -132,7 +132,7 @@ describe("JSON Schema", () => {
         data: { folder: "images" },
         adapter: { kind: "op-lora", use_dora: true },
       }),
-    ).toMatchObject({ adapter: { use_dora: true, generator: { magnitude: "generated" } } });
+    ).toMatchObject({ adapter: { use_dora: true, generator: { magnitude: "direct" } } });
   }, 60_000);
 
   it("a number too large for a double (1e400) is named as such, not 'got null'", () => {

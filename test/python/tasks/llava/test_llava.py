@@ -71,7 +71,7 @@ def dora_runs(tiny_llava, tmp_path_factory):
     out = {}
     for kind, extra, export in [
         ("lora", {}, {"merged": True}),
-        ("op-lora", {"use_rslora": True, "generator": OP_GENERATOR}, {}),
+        ("op-lora", {"use_rslora": True, "generator": {**OP_GENERATOR, "magnitude": "generated"}}, {}),
     ]:
         spec = llava_spec(
             tiny_llava,

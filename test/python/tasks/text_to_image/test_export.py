@@ -27,11 +27,14 @@ PARTS = {"sd": ["unet", "text_encoder"], "sdxl": ["unet", "text_encoder", "text_
 DORA = {"use_dora": True}
 EXPORT_CASES = [(m, k, {}) for m, k in CASES] + [
     ("sd", "lora", DORA),
-    ("sd", "op-lora", DORA),  # magnitude "generated", the default
+    ("sd", "op-lora", {**DORA, "generator": {"magnitude": "generated"}}),
     ("sdxl", "op-lora", {**DORA, "use_rslora": True, "generator": {"magnitude": "direct"}}),
 ]
 IDS = [
-    f"{m}-{k}" + ("-dora" if a else "") + ("-direct-rslora" if "generator" in a else "")
+    f"{m}-{k}"
+    + ("-dora" if a else "")
+    + (f"-{a['generator']['magnitude']}" if "generator" in a else "")
+    + ("-rslora" if a.get("use_rslora") else "")
     for m, k, a in EXPORT_CASES
 ]
 
