@@ -21,6 +21,10 @@ function bytes(n: number): string {
   return `${n} B`;
 }
 
+function termRank(key: string): number {
+  return key === "total" ? 2 : key === "gradients_after_peak" ? 1 : 0;
+}
+
 export const planCommand: Command = {
   name: "plan",
   summary: "parameter counts and memory estimate for a spec",
@@ -46,9 +50,9 @@ export const planCommand: Command = {
           `trainable parameters  ${n(p.trainable_parameters)}`,
           `base parameters       ${n(p.base_parameters)}`,
           "memory (at the step's peak):",
-          // zod puts the known keys first: list a task's own terms before the total
+          // zod puts the known keys first: list a task's own terms, then the deduction, then the total
           ...Object.entries(p.memory_bytes)
-            .sort(([a], [b]) => Number(a === "total") - Number(b === "total"))
+            .sort(([a], [b]) => termRank(a) - termRank(b))
             .map(([k, v]) =>
               `  ${k.padEnd(24)} ${bytes(Number(v)).padEnd(10)} ${p.memory_formula[k] ?? ""}`.trimEnd(),
             ),
