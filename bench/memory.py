@@ -1,10 +1,16 @@
-"""Memory benchmark: the plan's estimate (python/oplora/plan.py) against the peak a real run records.
+"""Memory benchmark: the plan's estimate (python/oplora/plan.py) against the peaks real runs record.
 
 For each task (matrix factorisation, text-to-image, LLaVA) x model size x adapter kind (lora, op-lora):
-`plan(spec)["memory_bytes"]["total"]` (estimate) and the result's `metrics.peak_memory_bytes` (measured) of
-a real run through the runner, each run in its own fresh process (CPU peaks cannot be reset and RSS is per
-process), on one torch thread. On the CPU, measured is the RSS growth over the RSS just before the model was
-built (see `peak_memory_bytes` in python/oplora/training/loop.py); on CUDA the allocator's peak.
+`plan(spec)["memory_bytes"]["total"]` (estimate) against two measurements of the same spec, each a real
+run through the runner in its own fresh process (CPU peaks cannot be reset and RSS is per process), on one
+torch thread:
+
+    rss      the result's `peak_memory_bytes`: on the CPU the RSS growth over the RSS just before the model
+             was built (python/oplora/training/loop.py), which also holds lazily loaded library code and
+             allocator arenas no shape formula predicts; on CUDA the allocator's peak
+    tensors  the result's `peak_tensor_bytes` (OPLORA_PEAK_TENSOR_BYTES=1, its own run so the profiler's
+             records stay out of the other run's RSS): the peak bytes of the tensors allocated after that
+             same point, what the estimate counts
 
 Sizes: "tiny" are the test fixtures (scripts/tiny_models.py, make_tiny_sd.py, make_tiny_llava.py), "small"
 the models bench/text_to_image.py and bench/llava.py build; MF adds a 1024x1024 matrix.
