@@ -57,7 +57,7 @@ MEMORY_FORMULA = {
     "library code and allocator arenas are not in it",
 }
 STEP_TERMS = ("_activations", "_transient")  # task terms live only during one step's forward/backward
-HEADROOM = 0.9  # leave 10% of the device for activations, the CUDA context and fragmentation
+HEADROOM = 0.9  # leave 10% of the device for the CUDA context, workspaces and fragmentation
 
 
 def activation_bytes(spec: dict[str, Any]) -> int:
