@@ -13,7 +13,8 @@ torch thread:
              same point, what the estimate counts
 
 Sizes: "tiny" are the test fixtures (scripts/tiny_models.py, make_tiny_sd.py, make_tiny_llava.py), "small"
-the models bench/text_to_image.py and bench/llava.py build; MF adds a 1024x1024 matrix.
+the models bench/text_to_image.py and bench/llava.py build; MF adds a 1024x1024 matrix, and (not with
+--quick) LoRA variants move the batch size, gradient checkpointing and the pipeline (SDXL).
 
     python bench/memory.py [--out bench/results/memory.json] [--quick]
 """
@@ -105,7 +106,28 @@ def cases(work: Path, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
             out.append(("text_to_image", size, t2i_spec(assets, kind, steps)))
         for size, root in llava.items():
             out.append(("llava", size, llava_spec(root, kind, steps)))
-    return out
+    return out if quick else out + variants(sd, llava, steps)
+
+
+def variants(
+    sd: dict[str, Path], llava: dict[str, Path], steps: int
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """LoRA rows that move one spec value the formula depends on: SDXL (two text encoders), batch 4,
+    gradient checkpointing."""
+    sdxl = t2i_spec(sd["tiny"], "lora", steps)
+    sdxl["model"]["pretrained"] = str(sd["tiny"] / "sdxl")
+    batch4 = t2i_spec(sd["small"], "lora", steps)
+    batch4["train"]["batch_size"] = 4
+    ckpt = t2i_spec(sd["small"], "lora", steps)
+    ckpt["train"]["gradient_checkpointing"] = True
+    llava_ckpt = llava_spec(llava["small"], "lora", steps)
+    llava_ckpt["train"]["gradient_checkpointing"] = True
+    return [
+        ("text_to_image", "tiny sdxl", sdxl),
+        ("text_to_image", "small batch 4", batch4),
+        ("text_to_image", "small checkpointing", ckpt),
+        ("llava", "small checkpointing", llava_ckpt),
+    ]
 
 
 def _child(spec_path: str, run_dir: str) -> None:
