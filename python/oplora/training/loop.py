@@ -135,7 +135,8 @@ def memory_baseline(device: torch.device, libraries: Iterable[str] = ()) -> int:
     """What `peak_memory_bytes` subtracts, taken just before a task builds its model. CUDA: 0 (the
     allocator's peak holds this run's tensors only). CPU: the current resident set size (VmRSS; off Linux
     the peak so far) after importing `libraries` (e.g. "peft", "diffusers"): the interpreter, torch and the
-    libraries' code are not this run's memory; code they load lazily while building the model is."""
+    libraries' code are not this run's memory; code they load lazily while building the model is. With
+    OPLORA_PEAK_TENSOR_BYTES=1 (CPU) it also starts the tensor count `peak_tensor_bytes` reads."""
     if device.type == "cuda":
         return 0
     import importlib
@@ -150,7 +151,8 @@ def memory_baseline(device: torch.device, libraries: Iterable[str] = ()) -> int:
 
 # With OPLORA_PEAK_TENSOR_BYTES=1, CPU runs also record `peak_tensor_bytes`: the peak of the bytes held by
 # tensors allocated after `memory_baseline` (torch.profiler's memory events: every CPU allocator call with
-# its size). Off by default: the profiler roughly doubles the time of small ops and keeps one record per op.
+# its size). Off by default: the profiler's start takes ~1.5 s, it roughly doubles the time of tiny ops (+1-4 s
+# a run on bench/memory.py's small models) and it keeps one record per op until the count is read.
 TENSOR_PEAK_ENV = "OPLORA_PEAK_TENSOR_BYTES"
 _tensor_peak: dict[str, Any] = {}  # {"profiler": the running profiler} or {"bytes": the peak, once read}
 
