@@ -71,7 +71,7 @@ out = pathlib.Path(sys.argv[1])
 rows = []
 for res in sorted(out.glob("*/result.json")):
     r = json.loads(res.read_text()); m = r.get("metrics") or {}
-    peak = m.get("peak_memory_bytes")  # CUDA allocator peak; next to it the plan's estimate (before activations)
+    peak = m.get("peak_memory_bytes")  # CUDA allocator peak; next to it the plan's estimate (the step's peak, activations included)
     est = plan(json.loads((out / f"{res.parent.name}.spec.json").read_text()))["memory_bytes"]["total"]
     rows.append({"run": res.parent.name, "status": r["status"], "eval_loss": m.get("eval_loss"),
                  "vqa_accuracy": m.get("vqa_accuracy"), "peak_memory_gib": (peak or 0) / 2**30,

@@ -56,7 +56,7 @@ for kind in sys.argv[2:]:
     m = r.get("metrics") or {}
     rows[kind] = {k: m.get(k) for k in ("cmmd", "cmmd_curve", "final_loss", "peak_memory_bytes", "steps_per_s",
                                         "lora_parameters", "generator_parameters")} | {"status": r["status"]}
-    # the plan's estimate (tensors held, before activations) next to the CUDA allocator's peak
+    # the plan's estimate (the step's peak, activations included) next to the CUDA allocator's peak
     est = plan(json.loads((out / f"spec-{kind}.json").read_text()))["memory_bytes"]["total"]
     peak = m.get("peak_memory_bytes")
     rows[kind] |= {"plan_estimate_bytes": est, "estimate_over_measured": est / peak if peak else None}

@@ -31,12 +31,13 @@ export const Plan = z.looseObject({
     trainable_state: z.number(),
     lora_weights: z.number(),
     generated_factors: z.number(),
+    gradients_after_peak: z.number().nonpositive(),
     total: z.number(),
   }),
   memory_formula: z
     .record(z.string(), z.string())
     .describe(
-      "how each memory_bytes term is computed (a task may add its own terms); the total is the tensors a run holds, before activations",
+      "how each memory_bytes term is computed (a task adds its own: held tensors, activations, transients); the total is the tensors of a training step at its peak",
     ),
   device: z.string(),
   device_memory_bytes: z.number().nullable(),

@@ -11,17 +11,21 @@ Per adapted layer with lora_A weight (r, d_in) and lora_B weight (d_out, r), nA 
       op-lora         + nM·h + nM      (magnitude head, generator.magnitude "generated"),
                       or nM trained as it is ("direct")
 
-Training memory (bytes), activations excluded (`MEMORY_FORMULA`, returned as the plan's `memory_formula`):
+Training memory (bytes) (`MEMORY_FORMULA`, returned as the plan's `memory_formula`):
 
     base weights       base params × dtype bytes (frozen, no grads, no optimizer state)
     trainable state    trainable params × 16   (fp32 param + grad + Adam m + Adam v)
     lora weights       LoRA params × 4          (op-lora: PEFT's own A, B tensors, kept as parametrization originals)
     generated factors  LoRA params × 8          (op-lora: the generated A, B and their grads, fp32)
-    + task terms       a task's own tensors held through training (e.g. MF's target matrix)
+    + task terms       a task's own tensors held through training (e.g. MF's target matrix) and what one
+                       step adds at its peak: the activations autograd saves for backward (text-to-image,
+                       LLaVA: per block, `saved_activations`) or MF's transient full-size matrices
+    gradients after    -min(trainable params × 4, activations + transients): the trainable gradients are
+      peak             created after the step's peak (the start of backward) has passed
 
-It is the tensors a run holds, not its peak: activations, transient copies, the CUDA context or (on the
-CPU) the process's library code and allocator arenas are not in it. bench/memory.py sets it against the
-`peak_memory_bytes` of real runs.
+It is the tensors of a run at its peak, counted from shapes and spec values: not the CUDA context, nor
+(on the CPU) the process's library code and allocator arenas. bench/memory.py sets it against the
+`peak_memory_bytes` (RSS growth / CUDA allocator peak) and `peak_tensor_bytes` of real runs.
 
 A task module provides `lora_layer_shapes(spec) -> [(name, A shape, B shape)]` and
 `base_parameter_count(spec) -> int`, computed without loading weights; `base_dtype_bytes(spec)` is optional
@@ -49,10 +53,30 @@ MEMORY_FORMULA = {
     "trainable_state": "trainable parameters x 16 (fp32 param + grad + Adam m + Adam v)",
     "lora_weights": "op-lora: LoRA parameters x 4 (PEFT's A, B kept as parametrization originals); lora: 0",
     "generated_factors": "op-lora: LoRA parameters x 8 (the generated A, B and their grads, fp32); lora: 0",
-    "total": "the sum: tensors held through training; activations, transient copies, the CUDA context and "
-    "the CPU process's library code are not in it",
+    "gradients_after_peak": "-min(trainable parameters x 4, the *_activations and *_transient terms): the "
+    "trainable gradients are created when backward reaches the parameters (the generator's after the model's "
+    "backward), once the step's peak, at the start of backward, has passed: a run holds the larger, not both",
+    "total": "the sum: the tensors of one training step at its peak; the CUDA context and the CPU process's "
+    "library code and allocator arenas are not in it",
 }
-HEADROOM = 0.9  # leave 10% of the device for activations, the CUDA context and fragmentation
+STEP_TERMS = ("_activations", "_transient")  # task terms live only during one step's forward/backward
+HEADROOM = 0.9  # leave 10% of the device for the CUDA context, workspaces and fragmentation
+
+
+def activation_bytes(spec: dict[str, Any]) -> int:
+    """Bytes per saved activation element: 2 under fp16/bf16 autocast, else 4."""
+    return 2 if spec.get("train", {}).get("mixed_precision", "no") in ("fp16", "bf16") else 4
+
+
+def saved_activations(blocks: list[tuple[int, int]], checkpointing: bool) -> int:
+    """Elements autograd holds for backward over `blocks`, each (elements it saves, elements of its input).
+    With gradient checkpointing a block keeps only its input, and backward recomputes one block at a time:
+    the inputs of all plus the largest block's saved elements."""
+    if not blocks:
+        return 0
+    if not checkpointing:
+        return sum(saved for saved, _ in blocks)
+    return sum(inp for _, inp in blocks) + max(saved for saved, _ in blocks)
 
 
 def adapter_of(spec: dict[str, Any]) -> dict[str, Any]:
@@ -188,18 +212,21 @@ def plan(raw_spec: Any) -> dict[str, Any]:
     formula = {k: MEMORY_FORMULA[k] for k in memory}
     for name, (n_bytes, text) in task_memory_terms(spec).items():
         memory[name], formula[name] = int(n_bytes), text
+    step = sum(v for k, v in memory.items() if k.endswith(STEP_TERMS))
+    memory["gradients_after_peak"] = -min(trainable * 4, step)
+    formula["gradients_after_peak"] = MEMORY_FORMULA["gradients_after_peak"]
     total = sum(memory.values())
     formula["total"] = MEMORY_FORMULA["total"]
     device, available = device_memory(str(spec.get("device", "auto")))
     fits = available is None or total <= HEADROOM * available
     if available is None:
-        message = f"needs about {_gib(total)} before activations; the device's memory is unknown"
+        message = f"needs about {_gib(total)} at its peak; the device's memory is unknown"
     elif fits:
-        message = f"needs about {_gib(total)} before activations, of {_gib(available)} on {device}"
+        message = f"needs about {_gib(total)} at its peak, of {_gib(available)} on {device}"
     else:
         knobs = "r, target_modules" + (", generator.hidden_dim" if op else "")
         message = (
-            f"does not fit: needs about {_gib(total)} before activations, {device} has {_gib(available)}; "
+            f"does not fit: needs about {_gib(total)} at its peak, {device} has {_gib(available)}; "
             f"reduce {knobs}"
             + (f" (the generator holds {counts['generator_parameters']:,} parameters)" if op else "")
         )

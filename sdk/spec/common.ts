@@ -70,6 +70,15 @@ export const Optimizer = z.strictObject({
   weight_decay: z.number().min(0).default(0),
 });
 
+/** Every task's `peak_tensor_bytes` metric, present with OPLORA_PEAK_TENSOR_BYTES=1 on the CPU
+ * (python/oplora/training/loop.py `peak_tensor_bytes`). */
+export const PeakTensorBytes = z
+  .int()
+  .nonnegative()
+  .describe(
+    "CPU runs with OPLORA_PEAK_TENSOR_BYTES=1 only: the peak bytes held by tensors allocated after the RSS baseline of peak_memory_bytes (torch.profiler's memory events: every CPU allocation and free with its size), i.e. what the run's tensors occupied, without library code or allocator arenas",
+  );
+
 /** Every task's `peak_memory_bytes` metric (python/oplora/training/loop.py `peak_memory_bytes`). */
 export const PeakMemoryBytes = z
   .int()

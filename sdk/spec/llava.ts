@@ -4,7 +4,7 @@
  * adapter dir (optionally merged full weights too).
  */
 import { z } from "zod";
-import { adapterSchema, Device, Optimizer, PeakMemoryBytes, Seed } from "./common.js";
+import { adapterSchema, Device, Optimizer, PeakMemoryBytes, PeakTensorBytes, Seed } from "./common.js";
 import { dataSource, datasetSplit } from "./data-source.js";
 import { TrainingConfig } from "./training.js";
 
@@ -131,6 +131,7 @@ export const LlavaMetrics = z.looseObject({
   trainable_parameters: z.int(),
   plan: z.looseObject({}).describe("the memory plan the run checked before loading weights"),
   peak_memory_bytes: PeakMemoryBytes,
+  peak_tensor_bytes: PeakTensorBytes.optional(),
   tokens: z.int(),
   tokens_per_second: z.number().nullable(),
   train_seconds: z.number(),

@@ -15,6 +15,7 @@ import {
   Optimizer,
   OptimizerName,
   PeakMemoryBytes,
+  PeakTensorBytes,
   Seed,
 } from "./common.js";
 import { ReportTo } from "./training.js";
@@ -142,6 +143,7 @@ export const MatrixFactorizationMetrics = z.looseObject({
       'first step whose relative excess fell below each threshold, keyed "1e-2", "1e-3", ... (null: never)',
     ),
   peak_memory_bytes: PeakMemoryBytes.optional(), // absent in results written before it was recorded
+  peak_tensor_bytes: PeakTensorBytes.optional(),
 });
 
 /** The study's metrics are its own (tables of arms x optimizers x spectra); typed loosely. */

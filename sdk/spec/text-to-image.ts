@@ -4,7 +4,7 @@
  * with validation images and CMMD, exported as a PEFT adapter dir and a diffusers `pytorch_lora_weights`.
  */
 import { z } from "zod";
-import { adapterSchema, Device, Optimizer, PeakMemoryBytes, Seed } from "./common.js";
+import { adapterSchema, Device, Optimizer, PeakMemoryBytes, PeakTensorBytes, Seed } from "./common.js";
 import { dataSource, datasetSplit } from "./data-source.js";
 import { TrainingConfig } from "./training.js";
 
@@ -142,6 +142,7 @@ export const TextToImageMetrics = z.looseObject({
   generator_parameters: z.int(),
   trainable_parameters: z.int(),
   peak_memory_bytes: PeakMemoryBytes,
+  peak_tensor_bytes: PeakTensorBytes.optional(),
   train_s: z.number(),
   steps_per_s: z.number().nullable(),
   num_processes: z.int(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from oplora.adapter import lora_parameters
-from oplora.plan import generator_parameters_per_layer, plan
+from oplora.plan import generator_parameters_per_layer, plan, saved_activations
 
 MF = {"task": "matrix_factorization", "device": "cpu", "matrix": {"rows": 24, "cols": 40}}
 
@@ -77,6 +77,9 @@ def test_counts_match_a_real_model(kind: str) -> None:
     assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
     assert mem["trainable_state"] == 16 * p["trainable_parameters"]
     assert mem["target_matrix"] == 24 * 40 * 12  # MF's own term: M in fp64 + its fp32 copy
+    assert mem["loss_transient"] == 24 * 40 * 6 * 4  # six fp32 rows x cols temporaries
+    # the trainable gradients come after the peak: the smaller of them and the step's transients is deducted
+    assert mem["gradients_after_peak"] == -min(4 * p["trainable_parameters"], mem["loss_transient"])
     assert p["memory_formula"].keys() == mem.keys()
 
 
@@ -109,3 +112,100 @@ def test_a_real_run_records_peak_memory() -> None:
     peak = fit(spec).metrics["peak_memory_bytes"]
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert 0 < peak < ram
+
+
+def test_saved_activations_with_and_without_checkpointing() -> None:
+    blocks = [(100, 10), (300, 20), (50, 5)]
+    assert saved_activations(blocks, checkpointing=False) == 450
+    assert saved_activations(blocks, checkpointing=True) == 10 + 20 + 5 + 300  # inputs + the largest block
+    assert saved_activations([], checkpointing=True) == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_assets():
+    from tiny_sd import build_tiny_sd
+
+    return build_tiny_sd()
+
+
+def _t2i(assets, batch: int = 2, **train) -> dict:
+    return {
+        "task": "text_to_image",
+        "device": "cpu",
+        "model": {"pretrained": str(assets / "sd")},
+        "adapter": {"kind": "lora", "r": 4, **train.pop("adapter", {})},
+        "data": {"folder": str(assets / "data" / "train"), "resolution": 32},
+        "train": {"batch_size": batch, **train},
+    }
+
+
+def test_text_to_image_activations_scale_with_batch_and_vanish_under_no_grad(tiny_sd_assets) -> None:
+    mem = {b: plan(_t2i(tiny_sd_assets, b))["memory_bytes"] for b in (1, 2, 4)}
+    unet = {b: m["unet_activations"] for b, m in mem.items()}
+    assert unet[1] > 0 and unet[2] == 2 * unet[1] and unet[4] == 4 * unet[1]
+    assert mem[2]["text_encoder_activations"] == 0  # frozen text encoder: no_grad
+    trained = plan(_t2i(tiny_sd_assets, 2, adapter={"train_text_encoder": True}))["memory_bytes"]
+    assert trained["text_encoder_activations"] > 0
+    assert trained["unet_activations"] == unet[2]
+    # the VAE encode (no_grad) counts only where it would exceed the UNet's activations: not at this size
+    assert mem[2]["vae_encode_transient"] == 0
+    ckpt = plan(_t2i(tiny_sd_assets, 2, gradient_checkpointing=True))["memory_bytes"]["unet_activations"]
+    half = plan(_t2i(tiny_sd_assets, 2, mixed_precision="bf16"))["memory_bytes"]["unet_activations"]
+    assert 0 < ckpt < unet[2] / 2
+    assert half == unet[2] // 2
+
+
+def test_llava_activations_scale_with_tokens() -> None:
+    from tiny_llava import build_tiny_llava, llava_spec
+
+    root = build_tiny_llava()
+
+    def acts(batch: int, max_length: int) -> int:
+        spec = llava_spec(root, train={"batch_size": batch})
+        spec["data"]["max_length"] = max_length
+        return plan(spec)["memory_bytes"]["lm_activations"]
+
+    assert acts(1, 32) > 0
+    assert acts(2, 32) == 2 * acts(1, 32)
+    assert acts(1, 64) == 2 * acts(1, 32)  # image tokens are part of max_length
+
+
+def test_tensor_peak_of_a_known_allocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """peak_tensor_bytes (OPLORA_PEAK_TENSOR_BYTES=1) of 8 MB + 8 MB live at once is 16 MB within 2%; a
+    tensor allocated before the baseline counts neither held nor freed; off without the variable."""
+    import torch
+    from oplora.training import loop
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv(loop.TENSOR_PEAK_ENV, raising=False)
+    loop.memory_baseline(cpu)
+    assert loop.peak_tensor_bytes() is None and loop.tensor_peak_metric() == {}
+    monkeypatch.setenv(loop.TENSOR_PEAK_ENV, "1")
+    before = torch.ones(1024, 1024)
+    loop.memory_baseline(cpu)
+    del before
+    x = torch.ones(2_000_000)
+    y = x * 2  # 16 MB live here
+    del x, y
+    z = torch.ones(1_000_000)  # 4 MB: below the peak
+    del z
+    peak = loop.peak_tensor_bytes()
+    assert peak is not None and abs(peak - 16_000_000) <= 0.02 * 16_000_000
+    assert loop.tensor_peak_metric() == {"peak_tensor_bytes": peak}  # read once, the same after
+
+
+def test_mf_estimate_within_15_percent_of_its_tensor_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real 128x128 MF run: the plan's total against the run's peak_tensor_bytes (bench/memory.py: 1.00)."""
+    from oplora.run.spec import validate_spec
+    from oplora.tasks.matrix_factorization.task import fit
+    from oplora.training.loop import TENSOR_PEAK_ENV
+
+    monkeypatch.setenv(TENSOR_PEAK_ENV, "1")
+    raw = {
+        **MF,
+        "matrix": {"rows": 128, "cols": 128},
+        "adapter": {"kind": "lora", "r": 4},
+        "train": {"steps": 4},
+    }
+    measured = fit(validate_spec(raw)).metrics["peak_tensor_bytes"]
+    assert abs(plan(raw)["memory_bytes"]["total"] / measured - 1) <= 0.15

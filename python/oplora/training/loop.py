@@ -135,7 +135,8 @@ def memory_baseline(device: torch.device, libraries: Iterable[str] = ()) -> int:
     """What `peak_memory_bytes` subtracts, taken just before a task builds its model. CUDA: 0 (the
     allocator's peak holds this run's tensors only). CPU: the current resident set size (VmRSS; off Linux
     the peak so far) after importing `libraries` (e.g. "peft", "diffusers"): the interpreter, torch and the
-    libraries' code are not this run's memory; code they load lazily while building the model is."""
+    libraries' code are not this run's memory; code they load lazily while building the model is. With
+    OPLORA_PEAK_TENSOR_BYTES=1 (CPU) it also starts the tensor count `peak_tensor_bytes` reads."""
     if device.type == "cuda":
         return 0
     import importlib
@@ -143,7 +144,50 @@ def memory_baseline(device: torch.device, libraries: Iterable[str] = ()) -> int:
     for name in libraries:
         importlib.import_module(name)
     rss = _proc_status_bytes("VmRSS")
+    if os.environ.get(TENSOR_PEAK_ENV) == "1":
+        _start_tensor_peak()
     return rss if rss is not None else _max_rss_bytes()
+
+
+# With OPLORA_PEAK_TENSOR_BYTES=1, CPU runs also record `peak_tensor_bytes`: the peak of the bytes held by
+# tensors allocated after `memory_baseline` (torch.profiler's memory events: every CPU allocator call with
+# its size). Off by default: the profiler's start takes ~1.5 s, it roughly doubles the time of tiny ops (+1-4 s
+# a run on bench/memory.py's small models) and it keeps one record per op until the count is read.
+TENSOR_PEAK_ENV = "OPLORA_PEAK_TENSOR_BYTES"
+_tensor_peak: dict[str, Any] = {}  # {"profiler": the running profiler} or {"bytes": the peak, once read}
+
+
+def _start_tensor_peak() -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    if "profiler" in _tensor_peak:
+        _tensor_peak.pop("profiler").__exit__(None, None, None)
+    _tensor_peak.clear()
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    prof.__enter__()
+    _tensor_peak["profiler"] = prof
+
+
+def peak_tensor_bytes() -> int | None:
+    """The peak bytes held by CPU tensors allocated since `memory_baseline`, or None unless
+    OPLORA_PEAK_TENSOR_BYTES=1 started the count there. The first call stops the count; later calls return
+    the same peak. Tensors allocated before the baseline count neither when held nor when freed."""
+    prof = _tensor_peak.pop("profiler", None)
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        held = peak = 0
+        for e in sorted(events, key=lambda e: e.start_ns()):
+            held += e.nbytes()  # negative for a free
+            peak = max(peak, held)
+        _tensor_peak["bytes"] = peak
+    return _tensor_peak.get("bytes")
+
+
+def tensor_peak_metric() -> dict[str, int]:
+    """{"peak_tensor_bytes": n} when the count is on (see `peak_tensor_bytes`), else {}: a result's metric."""
+    n = peak_tensor_bytes()
+    return {} if n is None else {"peak_tensor_bytes": n}
 
 
 def peak_memory_bytes(device: torch.device, baseline: int = 0) -> int:

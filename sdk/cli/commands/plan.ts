@@ -5,18 +5,24 @@ import { type Command, EXIT, parseCommandArgs, readJsonFile, UsageError } from "
 const HELP = `usage: oplora plan SPEC.json [--json]
 
 What the spec will cost before it runs: adapted layers, shape groups, LoRA and generator parameters,
-estimated training memory (the tensors a run holds, before activations; each term with its formula) and
+estimated training memory (the tensors of a training step at its peak, activations included; each term
+with its formula) and
 whether it fits the device. Exit 1 when it does not fit.`;
 
 function bytes(n: number): string {
+  const sign = n < 0 ? "-" : ""; // gradients_after_peak is a deduction
   for (const [unit, scale] of [
     ["GiB", 2 ** 30],
     ["MiB", 2 ** 20],
     ["KiB", 2 ** 10],
   ] as const) {
-    if (n >= scale) return `${(n / scale).toPrecision(3)} ${unit}`;
+    if (Math.abs(n) >= scale) return `${sign}${(Math.abs(n) / scale).toPrecision(3)} ${unit}`;
   }
   return `${n} B`;
+}
+
+function termRank(key: string): number {
+  return key === "total" ? 2 : key === "gradients_after_peak" ? 1 : 0;
 }
 
 export const planCommand: Command = {
@@ -43,12 +49,12 @@ export const planCommand: Command = {
           `generator parameters  ${n(p.generator_parameters)}`,
           `trainable parameters  ${n(p.trainable_parameters)}`,
           `base parameters       ${n(p.base_parameters)}`,
-          "memory (before activations):",
-          // zod puts the known keys first: list a task's own terms before the total
+          "memory (at the step's peak):",
+          // zod puts the known keys first: list a task's own terms, then the deduction, then the total
           ...Object.entries(p.memory_bytes)
-            .sort(([a], [b]) => Number(a === "total") - Number(b === "total"))
+            .sort(([a], [b]) => termRank(a) - termRank(b))
             .map(([k, v]) =>
-              `  ${k.padEnd(18)} ${bytes(Number(v)).padEnd(10)} ${p.memory_formula[k] ?? ""}`.trimEnd(),
+              `  ${k.padEnd(24)} ${bytes(Number(v)).padEnd(10)} ${p.memory_formula[k] ?? ""}`.trimEnd(),
             ),
           `${p.fits ? "fits" : "DOES NOT FIT"}: ${p.message}`,
         ];

@@ -57,7 +57,11 @@ describe("oplora CLI", () => {
     const r = await cli(["plan", specFile(spec)]);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toMatch(/trainable_state +\S+ \S+ +trainable parameters x 16/);
-    expect(r.stdout).toMatch(/target_matrix +11\.3 KiB +rows x cols x 12.*\n {2}total /); // 24*40*12 B, then the total
+    expect(r.stdout).toMatch(/target_matrix +11\.3 KiB +rows x cols x 12/); // 24*40*12 B
+    // 24*40*6*4 B of step temporaries, less the (larger) generator gradients' share, then the total
+    expect(r.stdout).toMatch(
+      /loss_transient +22\.5 KiB +rows x cols x 6.*\n {2}gradients_after_peak +-22\.5 KiB +-min.*\n {2}total /,
+    );
     const json = JSON.parse((await cli(["plan", specFile(spec), "--json"])).stdout);
     expect(Object.keys(json.memory_formula).sort()).toEqual(Object.keys(json.memory_bytes).sort());
   }, 60_000);

@@ -20,6 +20,7 @@ import torch
 from ...adapter import lora_parameters
 from ...run.runner import InputError, RunContext
 from .data import DataError, Encoder, Record, dataset_records, load_records
+from .memory import memory_terms  # noqa: F401  (plan.py's hook: the activation terms)
 from .model import DTYPES, PROJECTOR, base_parameter_count, llava_config, lora_layer_shapes
 
 __all__ = ["run", "lora_layer_shapes", "base_parameter_count", "base_dtype_bytes"]
@@ -243,6 +244,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         memory_baseline,
         peak_memory_bytes,
         reset_peak_memory,
+        tensor_peak_metric,
     )
     from ...training.state import save_checkpoint
     from .train import MicroBatches, evaluate, micro_batch_loader
@@ -337,6 +339,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             _export(spec, ctx, accelerator.unwrap_model(module), encoder, eval_records, device, dtype, step)
         )
     metrics["peak_memory_bytes"] = peak_memory_bytes(device, baseline)
+    metrics.update(tensor_peak_metric())
     metrics["train_seconds"] = train_s
     # Tokens of every process (each encodes its own share of the global batch).
     session_tokens = int(accelerator.reduce(torch.tensor(session_tokens, device=device), "sum"))

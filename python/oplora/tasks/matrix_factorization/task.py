@@ -35,7 +35,13 @@ import torch
 from torch import nn
 
 from ...metrics.effective_rank import effective_rank, effective_rank_of_singular_values
-from ...training.loop import build_optimizer, memory_baseline, peak_memory_bytes, reset_peak_memory
+from ...training.loop import (
+    build_optimizer,
+    memory_baseline,
+    peak_memory_bytes,
+    reset_peak_memory,
+    tensor_peak_metric,
+)
 
 TARGET_MODULE = "linear"
 ADAPTER_NAME = "default"
@@ -160,9 +166,18 @@ def base_parameter_count(spec: dict[str, Any]) -> int:
 
 
 def memory_terms(spec: dict[str, Any]) -> dict[str, tuple[int, str]]:
-    """The plan's task term: the target M, held through training in fp64 and as its fp32 copy."""
+    """The plan's task terms: the target M, held through training in fp64 and as its fp32 copy, and the step's
+    full-size temporaries at its peak, the start of backward: ΔW, ΔW - M (kept by pow), the mean's gradient
+    and PowBackward's three (diff^1, x2, x grad), six fp32 rows x cols matrices."""
     entries = int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
-    return {"target_matrix": (entries * 12, "rows x cols x 12 (the target M in fp64 and its fp32 copy)")}
+    return {
+        "target_matrix": (entries * 12, "rows x cols x 12 (the target M in fp64 and its fp32 copy)"),
+        "loss_transient": (
+            entries * 6 * 4,
+            "rows x cols x 6 x 4: a step's fp32 temporaries at the start of backward (ΔW, ΔW - M, the mean's "
+            "gradient, PowBackward's diff^1, x2 and product)",
+        ),
+    }
 
 
 # --- training -----------------------------------------------------------------------------------------------
@@ -304,6 +319,7 @@ def _fit(
         "loss_curve": loss_curve,
         "effective_rank_curve": rank_curve,
         "peak_memory_bytes": peak_memory_bytes(dev, baseline),
+        **tensor_peak_metric(),
         "wall_s": time.perf_counter() - t0,
     }
     return Fit(metrics=metrics, peft_model=peft_model, module=module, delta=delta)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ...adapter import lora_parameters
 from ...run.runner import InputError, RunContext
+from .memory import memory_terms  # noqa: F401  (plan.py's hook: the activation terms)
 
 
 class Denoiser(nn.Module):
@@ -244,6 +245,7 @@ class Trainer:
             optimizer_step,
             peak_memory_bytes,
             reset_peak_memory,
+            tensor_peak_metric,
         )
         from ...training.state import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -315,6 +317,7 @@ class Trainer:
         metrics.update(final)
         metrics["cmmd_curve"] = [{"step": st, "cmmd": v} for st, v in history["cmmd"]]
         metrics["peak_memory_bytes"] = max(peak, peak_memory_bytes(acc.device, self.memory_baseline))
+        metrics.update(tensor_peak_metric())
         return metrics
 
     def micro_step(self, module: nn.Module, u: int, bs: int) -> torch.Tensor:
