@@ -250,14 +250,13 @@ def test_optimizer_step_generates_once_with_per_micro_batch_gradients(make_tiny_
     from oplora.config import OPLoRAConfig
 
     torch.manual_seed(0)
-    op = _perturbed(
-        attach(make_tiny_peft(use_dora=variant == "dora"), OPLoRAConfig(embedding_dim=16, hidden_dim=8))
-    )
-    op.base.base_model.model.checkpoint = variant == "checkpointing"
+    model = make_tiny_peft(use_dora=variant == "dora")
     xs = torch.randn(4, 2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
-    if variant != "bf16-autocast":
-        op.double()
+    if variant != "bf16-autocast":  # before attach, so the generator casts its factors to float64 too
+        model.double()
         xs = xs.double()
+    op = _perturbed(attach(model, OPLoRAConfig(embedding_dim=16, hidden_dim=8, magnitude="generated")))
+    op.base.base_model.model.checkpoint = variant == "checkpointing"
 
     def micro(i: int):
         def loss() -> torch.Tensor:
