@@ -92,7 +92,7 @@ describe("expandSweep", () => {
       { ...base, adapter: { kind: "op-lora", r: 2, generator: { hidden_dim: 8 } } },
       { axes: { "adapter.kind": ["lora", "op-lora"] } },
     );
-    expect(mf(trials[0]).adapter).toEqual({ kind: "lora", r: 2, use_rslora: false });
+    expect(mf(trials[0]).adapter).toEqual({ kind: "lora", r: 2, use_rslora: false, use_dora: false });
     expect(mf(trials[1]).adapter).toMatchObject({ kind: "op-lora", generator: { hidden_dim: 8 } });
   });
 
