@@ -115,14 +115,6 @@ class FactorGroup(nn.Module):
             self.bM = nn.Parameter(magnitudes.detach().to(**kw).clone())
             self.heads.append("M")
 
-    @property
-    def a_shape(self) -> torch.Size:
-        return self.shapes[0]
-
-    @property
-    def b_shape(self) -> torch.Size:
-        return self.shapes[1]
-
     def extra_repr(self) -> str:
         shapes = ", ".join(f"{k}={tuple(s)}" for k, s in zip(self.heads, self.shapes, strict=True))
         return f"L={len(self.layers)}, {shapes}, dtype={self.dtype}"
