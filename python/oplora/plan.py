@@ -13,7 +13,7 @@ Per adapted layer with lora_A weight (r, d_in) and lora_B weight (d_out, r), nA 
 
 Training memory (bytes) (`MEMORY_FORMULA`, returned as the plan's `memory_formula`):
 
-    base weights       base params × dtype bytes (frozen, no grads, no optimizer state)
+    base weights       base params × the bytes of the dtype each is held in (frozen, no grads, no optimizer state)
     trainable state    trainable params × 16   (fp32 param + grad + Adam m + Adam v)
     lora weights       LoRA params × 4          (op-lora: PEFT's own A, B tensors, kept as parametrization originals)
     generated factors  LoRA params × 8          (op-lora: the generated A, B and their grads, fp32)
@@ -28,8 +28,8 @@ It is the tensors of a run at its peak, counted from shapes and spec values: not
 `peak_memory_bytes` (RSS growth / CUDA allocator peak) and `peak_tensor_bytes` of real runs.
 
 A task module provides `lora_layer_shapes(spec) -> [(name, A shape, B shape)]` and
-`base_parameter_count(spec) -> int`, computed without loading weights; `base_dtype_bytes(spec)` is optional
-(default 4, fp32), and so are `plan_adapter(spec)`, for a spec without an `adapter` block, and
+`base_parameter_count(spec) -> int`, computed without loading weights; `base_weight_bytes(spec) -> int` (the
+frozen weights' bytes, for a task whose weights are not all fp32) is optional (default: base params x 4), and so are `plan_adapter(spec)`, for a spec without an `adapter` block, and
 `memory_terms(spec) -> {name: (bytes, formula)}`, the task's own terms.
 """
 
@@ -49,7 +49,8 @@ LayerShapes = list[tuple[str, Shape, Shape]]
 
 BYTES_PER_TRAINABLE = 16  # fp32 param + grad + Adam m + Adam v
 MEMORY_FORMULA = {
-    "base_weights": "base parameters x dtype bytes (frozen: no grads, no optimizer state)",
+    "base_weights": "base parameters x the bytes of the dtype each is held in (frozen: no grads, no optimizer "
+    "state)",
     "trainable_state": "trainable parameters x 16 (fp32 param + grad + Adam m + Adam v)",
     "lora_weights": "op-lora: LoRA parameters x 4 (PEFT's A, B kept as parametrization originals); lora: 0",
     "generated_factors": "op-lora: LoRA parameters x 8 (the generated A, B and their grads, fp32); lora: 0",
@@ -91,7 +92,9 @@ def adapter_of(spec: dict[str, Any]) -> dict[str, Any]:
     return hook(spec)
 
 
-def _task_hooks(task: str) -> tuple[Callable[..., LayerShapes], Callable[..., int], Callable[..., int]]:
+def _task_hooks(
+    task: str,
+) -> tuple[Callable[..., LayerShapes], Callable[..., int], Callable[..., int] | None]:
     from .run.runner import TASK_MODULES
 
     module: Any = None
@@ -105,8 +108,7 @@ def _task_hooks(task: str) -> tuple[Callable[..., LayerShapes], Callable[..., in
         raise NotImplementedError(
             f"task {task!r} cannot be planned yet: its module needs lora_layer_shapes(spec) and base_parameter_count(spec)"
         )
-    dtype_bytes = getattr(module, "base_dtype_bytes", None) or (lambda _spec: 4)
-    return shapes, base, dtype_bytes
+    return shapes, base, getattr(module, "base_weight_bytes", None)
 
 
 def task_memory_terms(spec: dict[str, Any]) -> dict[str, tuple[int, str]]:
@@ -193,7 +195,7 @@ def plan(raw_spec: Any) -> dict[str, Any]:
     """Counts and a memory estimate for `raw_spec` (validated here), with `fits` against the device."""
     spec = validate_spec(raw_spec)
     task = spec["task"]
-    shapes_fn, base_fn, dtype_fn = _task_hooks(task)
+    shapes_fn, base_fn, weight_bytes_fn = _task_hooks(task)
     layers = list(shapes_fn(spec))
     adapter = adapter_of(spec)
     counts = count(layers, adapter)
@@ -202,9 +204,8 @@ def plan(raw_spec: Any) -> dict[str, Any]:
         counts["generator_parameters"] + counts["direct_parameters"] if op else counts["lora_parameters"]
     )
     base_params = int(base_fn(spec))
-    dtype_bytes = int(dtype_fn(spec))
     memory = {
-        "base_weights": base_params * dtype_bytes,
+        "base_weights": int(weight_bytes_fn(spec)) if weight_bytes_fn else base_params * 4,
         "trainable_state": trainable * BYTES_PER_TRAINABLE,
         "lora_weights": counts["lora_parameters"] * 4 if op else 0,
         "generated_factors": counts["lora_parameters"] * 8 if op else 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from oplora.adapter import lora_parameters
 from oplora.plan import generator_parameters_per_layer, plan, saved_activations
 
@@ -153,6 +154,23 @@ def test_text_to_image_activations_scale_with_batch_and_vanish_under_no_grad(tin
     half = plan(_t2i(tiny_sd_assets, 2, mixed_precision="bf16"))["memory_bytes"]["unet_activations"]
     assert 0 < ckpt < unet[2] / 2
     assert half == unet[2] // 2
+
+
+@pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
+def test_text_to_image_base_weights_are_the_bytes_the_run_loads(tiny_sd_assets, mixed_precision) -> None:
+    """The plan's base_weights equals the parameter bytes of the pipeline as training loads it: under bf16
+    the UNet and text encoder in bf16, the VAE in fp32."""
+    from oplora.tasks.text_to_image.pipeline import load_pipeline
+    from oplora.training.loop import autocast_dtype
+
+    spec = _t2i(tiny_sd_assets, 2, mixed_precision=mixed_precision)
+    pipe = load_pipeline(spec["model"], autocast_dtype(mixed_precision))
+    held = {
+        name: sum(p.numel() * p.element_size() for p in getattr(pipe, name).parameters())
+        for name in ("unet", "vae", "text_encoder")
+    }
+    assert {p.dtype for p in pipe.vae.parameters()} == {torch.float32}
+    assert plan(spec)["memory_bytes"]["base_weights"] == sum(held.values())
 
 
 def test_llava_activations_scale_with_tokens() -> None:

@@ -1,5 +1,8 @@
 """The plan's LLaVA activation terms (plan.py's `memory_terms` hook), from the model config, the batch size
 and data.max_length (the longest sequence a batch pads to, image tokens included); no weights are loaded.
+A batch pads to its longest record, so the term is exact for a batch that holds a max_length record and a
+bound otherwise (bench/memory.py: 0.96-0.98x the measured tensor peak at max_length = the longest record,
+1.5-1.7x with the tests' max_length 64 over 28-29-token records).
 
 Per token (b x S tokens, S = data.max_length), what autograd saves for backward in one decoder layer of
 hidden size H, MLP size I (every default target is a decoder-layer Linear, so every layer counts):
@@ -43,6 +46,7 @@ def memory_terms(spec: dict[str, Any]) -> dict[str, tuple[int, str]]:
             acts * nbytes,
             "language-model activations saved for backward: batch x data.max_length tokens x ((9·H + 4·I + "
             "r per adapted layer) per decoder layer + 2·H + 3·V for the final norm and the logits); "
-            f"checkpointing: layer inputs + one layer; x {nbytes} bytes; the frozen vision tower saves none",
+            f"checkpointing: layer inputs + one layer; x {nbytes} bytes; the frozen vision tower saves none; "
+            "a bound: a batch pads to its longest record, so records shorter than max_length use less",
         ),
     }

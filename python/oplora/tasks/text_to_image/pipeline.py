@@ -31,19 +31,21 @@ def check_model_path(name: str, field: str = "model.pretrained") -> None:
         raise InputError(f"{field}: {p} is not a diffusers pipeline folder (no model_index.json)")
 
 
-def load_pipeline(model: dict[str, Any], dtype: torch.dtype = torch.float32) -> Any:
-    """The pipeline of `model.pretrained` (+ a separate `model.vae`), with a UNet; raises InputError otherwise."""
+def load_pipeline(model: dict[str, Any], weight_dtype: torch.dtype = torch.float32) -> Any:
+    """The pipeline of `model.pretrained` (+ a separate `model.vae`), with a UNet; raises InputError otherwise.
+    The UNet and the text encoders load in `weight_dtype` (training's frozen-weight dtype, so fp32 copies are
+    never held), the VAE in fp32 (SDXL's VAE overflows in fp16)."""
     from diffusers import AutoencoderKL, DiffusionPipeline
 
     check_model_path(model["pretrained"])
-    kw: dict[str, Any] = {"dtype": dtype}
+    kw: dict[str, Any] = {"dtype": {"default": weight_dtype, "vae": torch.float32}}
     for key in ("revision", "variant"):
         if model.get(key):
             kw[key] = model[key]
     if model.get("vae"):
         if _looks_local(model["vae"]) and not (Path(model["vae"]).expanduser() / "config.json").is_file():
             raise InputError(f"model.vae: {model['vae']} is not a diffusers VAE folder (no config.json)")
-        kw["vae"] = AutoencoderKL.from_pretrained(model["vae"], dtype=dtype)
+        kw["vae"] = AutoencoderKL.from_pretrained(model["vae"], dtype=torch.float32)
     pipe = DiffusionPipeline.from_pretrained(model["pretrained"], **kw)
     if getattr(pipe, "unet", None) is None or getattr(pipe, "vae", None) is None:
         raise InputError(

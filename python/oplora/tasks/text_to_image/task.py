@@ -112,19 +112,33 @@ def _component_on_meta(spec: dict[str, Any], name: str, library: str, cls_name: 
         return cls._from_config(AutoConfig.from_pretrained(model["pretrained"], **sub))
 
 
-def base_parameter_count(spec: dict[str, Any]) -> int:
-    """Parameters of every model the run holds on the device: the UNet, the VAE and the text encoders
-    (model_index.json's vae, text_encoder, text_encoder_2; a separate model.vae is counted as the
+def _base_components(spec: dict[str, Any]) -> dict[str, int]:
+    """{component: parameters} of every model the run holds on the device: the UNet, the VAE and the text
+    encoders (model_index.json's vae, text_encoder, text_encoder_2; a separate model.vae is counted as the
     pipeline's own), each from its config on the meta device."""
     from diffusers import DiffusionPipeline
 
     index = DiffusionPipeline.load_config(spec["model"]["pretrained"], revision=spec["model"].get("revision"))
-    total = sum(p.numel() for p in _unet_on_meta(spec).parameters())
+    sizes = {"unet": sum(p.numel() for p in _unet_on_meta(spec).parameters())}
     for name in ("vae", "text_encoder", "text_encoder_2"):
         library, cls_name = index.get(name) or (None, None)
         if library in ("diffusers", "transformers") and cls_name:
-            total += sum(p.numel() for p in _component_on_meta(spec, name, library, cls_name).parameters())
-    return total
+            module = _component_on_meta(spec, name, library, cls_name)
+            sizes[name] = sum(p.numel() for p in module.parameters())
+    return sizes
+
+
+def base_parameter_count(spec: dict[str, Any]) -> int:
+    return sum(_base_components(spec).values())
+
+
+def base_weight_bytes(spec: dict[str, Any]) -> int:
+    """The frozen weights' bytes as the run holds them: under fp16/bf16 mixed precision the UNet and the text
+    encoders load in it, the VAE stays fp32 (pipeline.load_pipeline)."""
+    from ...training.loop import autocast_dtype
+
+    half = autocast_dtype(spec["train"]["mixed_precision"]).itemsize
+    return sum(n * (4 if name == "vae" else half) for name, n in _base_components(spec).items())
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -208,7 +222,7 @@ class Trainer:
         self.accelerator = build_accelerator(self.train, ctx.device)
         self.weight_dtype = autocast_dtype(self.train["mixed_precision"])
         self.memory_baseline = memory_baseline(self.accelerator.device, ("diffusers", "transformers", "peft"))
-        pipe = load_pipeline(spec["model"])
+        pipe = load_pipeline(spec["model"], self.weight_dtype)
         check_resolution(pipe, d["resolution"])
         _check_targets(pipe, adapter)
         if spec["model"].get("prediction_type"):
@@ -224,10 +238,7 @@ class Trainer:
 
         dev = self.accelerator.device
         for m in (pipe.unet, pipe.vae, *(te for _, _, te in self.encoders)):
-            m.requires_grad_(False)
-        pipe.vae.to(dev)  # the VAE stays fp32 (SDXL's VAE overflows in fp16)
-        for m in (pipe.unet, *(te for _, _, te in self.encoders)):
-            m.to(dev) if self.weight_dtype == torch.float32 else m.to(dev, dtype=self.weight_dtype)
+            m.requires_grad_(False).to(dev)  # in their load dtypes: the VAE fp32, the rest weight_dtype
         set_seed(spec["seed"])  # the LoRA init (and, in run(), the generator's) is the seed's, not chance's
         _add_adapters(pipe, adapter, self.train_text)
         if self.train["gradient_checkpointing"]:
