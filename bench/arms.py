@@ -9,6 +9,7 @@ op-dora-direct  OP-DoRA, PEFT's magnitude vector trained as a plain parameter ("
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from typing import Any
 
@@ -29,6 +30,14 @@ def adapter(arm: str, r: int, generator: dict[str, Any] | None = None) -> dict[s
     if out["kind"] == "op-lora":
         out["generator"] = {**(generator or {}), **out.get("generator", {})}
     return out
+
+
+def per_micro_batch(op: Any) -> Any:
+    """`op` (an OPLoRAModel) with the schedule before one-generation-per-step: `optimizer_step` then finds no
+    `generation_per_step`, so every micro-batch's forward regenerates A and B and its backward runs the
+    generator's backward (the "before" arm of the accumulation timings)."""
+    op.generation_per_step = contextlib.nullcontext
+    return op
 
 
 def ratios(values: dict[str, float]) -> dict:

@@ -7,8 +7,10 @@
    to show what the device's grouping buys. Repetitions interleave the
    variants; medians are reported. Checks whether OPLoRAConfig(formulation="auto") picks the faster one.
 2. Training step (forward, backward, AdamW step) of a small llama (4 layers, hidden 256, r = 8, all
-   linears, batch 4x128, vocab 2048): OP-LoRA (attach, default config) vs plain PEFT LoRA, as a ratio,
-   with torch's default AdamW and with fused AdamW (OP-LoRA's optimiser updates (h+1)x as many values).
+   linears, vocab 2048): OP-LoRA (attach, default config) vs plain PEFT LoRA, as a ratio, with the tasks'
+   optimizer (build_optimizer: fused AdamW) at batch 4x128 (the default row) and 8x256 tokens (the
+   generator's cost is per step, not per token), and with torch's per-parameter AdamW loop at 4x128
+   (OP-LoRA's optimiser updates (h+1)x as many values).
 
     python bench/generator.py --out bench/results/generator.json [--device cpu|cuda] [--quick] [--threads N]
 """
@@ -118,45 +120,62 @@ def _tiny_llama(device: torch.device, seed: int = 0) -> torch.nn.Module:
 
 
 def bench_train_step(device: torch.device, reps: int) -> dict:
+    from oplora.training.loop import build_optimizer, optimizer_kernel
     from peft import LoraConfig, get_peft_model
 
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     lora = get_peft_model(_tiny_llama(device), LoraConfig(r=8, lora_alpha=16, target_modules=targets)).train()
     op = attach(get_peft_model(_tiny_llama(device), LoraConfig(r=8, lora_alpha=16, target_modules=targets)))
     op.train()
-    ids = torch.randint(0, 2048, (4, 128), generator=torch.Generator().manual_seed(0)).to(device)
+    tokens = {"4x128": (4, 128), "8x256": (8, 256)}
+    ids = {
+        k: torch.randint(0, 2048, shape, generator=torch.Generator().manual_seed(0)).to(device)
+        for k, shape in tokens.items()
+    }
 
     def stepper(
-        model: torch.nn.Module, params: list[torch.Tensor], lr: float, fused: bool
+        model: torch.nn.Module, params: list[torch.Tensor], batch: str, plain: bool = False
     ) -> Callable[[], None]:
-        opt = torch.optim.AdamW(params, lr=lr, fused=fused or None)
+        # The tasks' optimizer (build_optimizer: fused AdamW here), or torch's per-parameter AdamW loop.
+        opt = (
+            torch.optim.AdamW(params, lr=1e-4, foreach=False, fused=False)
+            if plain
+            else build_optimizer(params, {"name": "adamw", "lr": 1e-4})
+        )
+        x = ids[batch]
 
         def step() -> None:
-            model(input_ids=ids, labels=ids).loss.backward()
+            model(input_ids=x, labels=x).loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
         return step
 
     lora_params = [p for p in lora.parameters() if p.requires_grad]
-    variants = {
-        "lora": stepper(lora, lora_params, 1e-4, fused=False),
-        "oplora": stepper(op, list(op.generator.parameters()), 1e-3, fused=False),
-        "lora_fused_adamw": stepper(lora, lora_params, 1e-4, fused=True),
-        "oplora_fused_adamw": stepper(op, list(op.generator.parameters()), 1e-3, fused=True),
-        "oplora_generator_only": _fwd_bwd(op.generator, op.formulation),
-    }
+    op_params = op.trainable_parameters()
+    variants: dict[str, Callable[[], object]] = {}
+    for batch in tokens:
+        variants[f"lora {batch}"] = stepper(lora, lora_params, batch)
+        variants[f"oplora {batch}"] = stepper(op, op_params, batch)
+    variants["lora 4x128 plain_adamw"] = stepper(lora, lora_params, "4x128", plain=True)
+    variants["oplora 4x128 plain_adamw"] = stepper(op, op_params, "4x128", plain=True)
+    variants["oplora_generator_only"] = _fwd_bwd(op.generator, op.formulation)
     samples = _interleaved(variants, reps, device)
     medians = {k: statistics.median(v) for k, v in samples.items()}
     return {
         "lora_params": sum(p.numel() for p in lora_params),
         "generator_params": op.num_generator_parameters(),
         "formulation": op.formulation,
+        "optimizer": f"AdamW {optimizer_kernel(op_params)} (build_optimizer)",
         "median_ms": medians,
         "min_ms": {k: min(v) for k, v in samples.items()},
         "samples_ms": samples,
-        "ratio_oplora_over_lora": medians["oplora"] / medians["lora"],
-        "ratio_oplora_over_lora_fused_adamw": medians["oplora_fused_adamw"] / medians["lora_fused_adamw"],
+        # the default: build_optimizer's fused AdamW, batch 4 x 128 tokens
+        "ratio_oplora_over_lora": medians["oplora 4x128"] / medians["lora 4x128"],
+        "ratio_oplora_over_lora_by_batch": {b: medians[f"oplora {b}"] / medians[f"lora {b}"] for b in tokens},
+        "overhead_ms_by_batch": {b: medians[f"oplora {b}"] - medians[f"lora {b}"] for b in tokens},
+        "ratio_oplora_over_lora_plain_adamw": medians["oplora 4x128 plain_adamw"]
+        / medians["lora 4x128 plain_adamw"],
     }
 
 
@@ -207,18 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "faster" if gen["auto"]["ok"] else "SLOWER"
     print(f"  auto picks {gen['auto']['picks']!r}: the {verdict} formulation here")
     print(
-        f"\ntraining step, llama 4x256, r = 8, all linears, batch 4x128 "
-        f"(LoRA {step['lora_params'] / 1e3:.0f}k params, generator {step['generator_params'] / 1e6:.1f}M)"
+        f"\ntraining step, llama 4x256, r = 8, all linears (LoRA {step['lora_params'] / 1e3:.0f}k params, "
+        f"generator {step['generator_params'] / 1e6:.1f}M), {step['optimizer']}"
     )
-    rows = [
-        ("plain PEFT LoRA", "lora", None),
-        ("OP-LoRA", "oplora", step["ratio_oplora_over_lora"]),
-        ("plain PEFT LoRA, fused AdamW", "lora_fused_adamw", None),
-        ("OP-LoRA, fused AdamW", "oplora_fused_adamw", step["ratio_oplora_over_lora_fused_adamw"]),
+    by = step["ratio_oplora_over_lora_by_batch"]
+    rows = [(f"plain PEFT LoRA, batch {b}", f"lora {b}", None) for b in by]
+    rows += [(f"OP-LoRA, batch {b}", f"oplora {b}", by[b]) for b in by]
+    rows += [
+        ("plain PEFT LoRA, per-param AdamW", "lora 4x128 plain_adamw", None),
+        ("OP-LoRA, per-param AdamW", "oplora 4x128 plain_adamw", step["ratio_oplora_over_lora_plain_adamw"]),
         (f"generator alone ({step['formulation']})", "oplora_generator_only", None),
     ]
     for label, key, ratio in rows:
-        line = f"  {label:<30} {s[key]:9.1f} ms  (min {step['min_ms'][key]:7.1f})"
+        line = f"  {label:<34} {s[key]:9.1f} ms  (min {step['min_ms'][key]:7.1f})"
         print(line + (f"   {ratio:5.2f}x LoRA" if ratio is not None else ""))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

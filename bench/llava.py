@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from arms import ARMS, adapter, magnitude_comparison, ratios
+from arms import ARMS, adapter, magnitude_comparison, per_micro_batch, ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 # The larger LLaVA of the speed part: 8-layer llama at hidden 512 (~27 M parameters) under a 4-layer CLIP
@@ -113,7 +113,8 @@ def _timed(arms: dict, steps: int, accelerator=None) -> dict[str, float]:
 def speed(model_dir: Path, data_dir: Path, steps: int, names: list[str], plain_adamw: bool = True) -> dict:
     """Step time of the arms `names`: plain step with the default (fused) and (`plain_adamw`, LoRA and
     OP-LoRA) the plain AdamW loop; and, LoRA and OP-LoRA, an optimizer step of 4 accumulation micro-batches
-    through `optimizer_step`."""
+    through `optimizer_step`, with OP-LoRA also generating per micro-batch (the schedule before one generation
+    per optimizer step)."""
     from oplora.training.loop import build_accelerator
 
     arms = {k: _arm(model_dir, data_dir, k) for k in names}
@@ -124,6 +125,8 @@ def speed(model_dir: Path, data_dir: Path, steps: int, names: list[str], plain_a
     prepared = {
         k: (m, acc.prepare(o), b, n) for k, (m, o, b, n) in arms.items() if k in pair
     }  # steps on the 4th
+    m, o, b, n = _arm(model_dir, data_dir, "op-lora")  # the schedule before one generation per step
+    prepared["op-lora/per_micro_batch"] = (per_micro_batch(m), acc.prepare(o), b, n)
     med4 = _timed(prepared, max(2, steps // 2), acc)
     base = arms["lora"][0].base_model.model
     return {
@@ -138,6 +141,7 @@ def speed(model_dir: Path, data_dir: Path, steps: int, names: list[str], plain_a
         "accumulation_4": {
             "median_optimizer_step_s": med4,
             "step_time_ratio_op_over_lora": med4["op-lora"] / med4["lora"],
+            "step_time_ratio_op_per_micro_batch_over_lora": med4["op-lora/per_micro_batch"] / med4["lora"],
         },
         "trainable_parameters": {k: a[3] for k, a in arms.items()},
         "steps_timed": steps,

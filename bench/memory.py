@@ -14,7 +14,8 @@ torch thread:
 
 Sizes: "tiny" are the test fixtures (scripts/tiny_models.py, make_tiny_sd.py, make_tiny_llava.py), "small"
 the models bench/text_to_image.py and bench/llava.py build; MF adds a 1024x1024 matrix, and (not with
---quick) LoRA variants move the batch size, gradient checkpointing and the pipeline (SDXL).
+--quick) LoRA variants move the batch size, gradient checkpointing, mixed precision, the pipeline (SDXL) and
+LLaVA's max_length (see llava_spec).
 
     python bench/memory.py [--out bench/results/memory.json] [--quick]
 """
@@ -67,13 +68,22 @@ def t2i_spec(assets: Path, kind: str, steps: int) -> dict[str, Any]:
     }
 
 
-def llava_spec(root: Path, kind: str, steps: int) -> dict[str, Any]:
-    """The tests' llava spec (test/python/tiny_llava.py) with r = 8, batch 4, no eval."""
+def llava_spec(root: Path, kind: str, steps: int, fill: bool = True) -> dict[str, Any]:
+    """The tests' llava spec (test/python/tiny_llava.py) with r = 8, batch 4, no eval. With `fill`,
+    data.max_length is the longest train record's encoded length (image tokens included), so the batch
+    holding that record pads to max_length, the length the plan's activation term is stated for; the
+    tests' 64 is over twice these records' length, where the plan's term is a bound (the "max_length 64" row).
+    """
+    from oplora.run.spec import validate_spec
+    from oplora.tasks.llava.task import check_inputs
     from tiny_llava import llava_spec as base
 
     spec = base(root, adapter=_adapter(kind, 8), train={"steps": steps, "batch_size": 4})
     spec["data"].pop("eval_json")
     spec["eval"] = {"vqa": False}
+    if fill:
+        _, encoder, train, _ = check_inputs(validate_spec(spec))
+        spec["data"]["max_length"] = max(len(encoder.encode(r)["input_ids"]) for r in train)
     return spec
 
 
@@ -113,20 +123,25 @@ def variants(
     sd: dict[str, Path], llava: dict[str, Path], steps: int
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """LoRA rows that move one spec value the formula depends on: SDXL (two text encoders), batch 4,
-    gradient checkpointing."""
+    gradient checkpointing, bf16 mixed precision (half weights and activations), LLaVA's max_length above
+    every record's length."""
     sdxl = t2i_spec(sd["tiny"], "lora", steps)
     sdxl["model"]["pretrained"] = str(sd["tiny"] / "sdxl")
     batch4 = t2i_spec(sd["small"], "lora", steps)
     batch4["train"]["batch_size"] = 4
     ckpt = t2i_spec(sd["small"], "lora", steps)
     ckpt["train"]["gradient_checkpointing"] = True
+    bf16 = t2i_spec(sd["small"], "lora", steps)
+    bf16["train"]["mixed_precision"] = "bf16"
     llava_ckpt = llava_spec(llava["small"], "lora", steps)
     llava_ckpt["train"]["gradient_checkpointing"] = True
     return [
         ("text_to_image", "tiny sdxl", sdxl),
         ("text_to_image", "small batch 4", batch4),
         ("text_to_image", "small checkpointing", ckpt),
+        ("text_to_image", "small bf16", bf16),
         ("llava", "small checkpointing", llava_ckpt),
+        ("llava", "small max_length 64", llava_spec(llava["small"], "lora", steps, fill=False)),
     ]
 
 

@@ -6,7 +6,7 @@ scripts/make_tiny_sd.py --small), resolution 32, batch 2, r = 8, attention targe
                 process and stepped in turns (interleaved): median step time, ratios against LoRA (and
                 OP-DoRA / DoRA), and the generator's share (its forward + backward alone, against the
                 OP-LoRA step); and ("accumulation_4") an optimizer step of 4 micro-batches through the
-                task's optimizer_step, LoRA and OP-LoRA
+                task's optimizer_step, LoRA and OP-LoRA, and OP-LoRA generating per micro-batch (before)
     2. memory   peak RSS of each arm while training, each in its own fresh process (CPU peaks cannot be
                 reset): ratios against LoRA
     3. quality  mean training loss over the last 10 of N steps through the real task (runner), each arm at
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from arms import ARMS, adapter, magnitude_comparison, mf_dora, ratios
+from arms import ARMS, adapter, magnitude_comparison, mf_dora, per_micro_batch, ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test" / "python"))
@@ -50,10 +50,11 @@ def _spec(assets: Path, arm: str, lr: float, steps: int, accumulation: int = 1, 
     }
 
 
-def _trainer(assets: Path, arm: str, accumulation: int = 1):
+def _trainer(assets: Path, arm: str, accumulation: int = 1, once_per_step: bool = True):
     """(step(u), OP-LoRA module or LoRA'd denoiser, torch): with accumulation 1 a plain forward + backward +
     AdamW step on micro-batch u; above, one optimizer step of `accumulation` micro-batches through the
-    task's `optimizer_step` (OP-LoRA: one generation per optimizer step)."""
+    task's `optimizer_step` (OP-LoRA: one generation per optimizer step, or with `once_per_step=False` one
+    per micro-batch, the schedule before it)."""
     import torch
     from oplora.adapter import apply_adapter
     from oplora.run.environment import resolve_device
@@ -69,6 +70,8 @@ def _trainer(assets: Path, arm: str, accumulation: int = 1):
     )
     t = Trainer(spec, ctx)
     module, params = apply_adapter(t.denoiser, spec["adapter"])
+    if not once_per_step:
+        per_micro_batch(module)
     opt = build_optimizer(params, spec["optimizer"])
     if accumulation > 1:
         acc_opt = t.accelerator.prepare(opt)
@@ -124,8 +127,10 @@ def speed(assets: Path, n: int, arms: list[str]) -> dict:
 
 
 def speed_accumulation(assets: Path, n: int, accumulation: int) -> dict:
-    """Median optimizer-step seconds over `accumulation` micro-batches, both arms interleaved."""
+    """Median optimizer-step seconds over `accumulation` micro-batches, interleaved: LoRA, OP-LoRA, and OP-LoRA
+    generating per micro-batch (the schedule before one generation per optimizer step)."""
     arms = {k: _trainer(assets, k, accumulation)[0] for k in ("lora", "op-lora")}
+    arms["op-lora/per_micro_batch"] = _trainer(assets, "op-lora", accumulation, once_per_step=False)[0]
     times: dict[str, list[float]] = {k: [] for k in arms}
     for u in range(n + 1):  # the first round warms up
         for name, fn in arms.items():
@@ -138,6 +143,7 @@ def speed_accumulation(assets: Path, n: int, accumulation: int) -> dict:
         "steps_timed": n,
         "median_optimizer_step_s": med,
         "ratio_oplora_over_lora": med["op-lora"] / med["lora"],
+        "ratio_oplora_per_micro_batch_over_lora": med["op-lora/per_micro_batch"] / med["lora"],
     }
 
 
