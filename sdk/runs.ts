@@ -6,7 +6,8 @@
  * does not descend into one (its adapter/ and checkpoints are the run's), nor into hidden folders
  * (a sweep's .trash/) or node_modules. A bad run directory (no spec.json, a result.json that is not JSON
  * or not a RunResult) is listed with its problem: one bad file never stops a listing. A sweep's trials that
- * have not started (no folder, or no spec.json in it yet) are listed from its manifest.
+ * have not started (no folder, or no spec.json in it yet) are listed from its manifest, and `showRun` shows
+ * one with the spec it will run.
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
@@ -15,7 +16,9 @@ import { liveHolder } from "./lock.js";
 import { keyMetricsFor } from "./metrics.js";
 import { type ArtifactKind, type RunResult, scalarMetrics } from "./result.js";
 import { RUN_LOCK, readJsonIfValid, readResult, runDirProblem } from "./run-dir.js";
-import { setPath } from "./sweep/paths.js";
+import type { SpecInput } from "./spec/index.js";
+import { SweepInvalidError } from "./sweep/errors.js";
+import { trialFor } from "./sweep/expand.js";
 import { LOCK, MANIFEST, type ManifestTrial, RUNS, type SweepManifest } from "./sweep/store.js";
 
 /**
@@ -69,7 +72,10 @@ export interface RunEntry {
   /** Null when the spec has no adapter (the MF study) or there is no spec. */
   arm: RunArm | null;
   status: RunListStatus;
-  /** What is wrong (file named) for `not_a_run` and `corrupt`, null otherwise. */
+  /**
+   * What is wrong (file named) for `not_a_run` and `corrupt`; for a sweep trial that has not started, why
+   * sweep.json's base and axes no longer make a valid spec; null otherwise.
+   */
   problem: string | null;
   /** The task's key metrics (`KEY_METRICS`), null where the result lacks one; empty without a result. */
   metrics: Record<string, number | null>;
@@ -181,22 +187,47 @@ function unstartedTrials(root: string, sweeps: SweepContext[], listed: Set<strin
   return out;
 }
 
+interface PlannedSpec {
+  /** Null when `problem` says why there is none. */
+  spec: Record<string, unknown> | null;
+  problem: string | null;
+}
+
 /**
- * A sweep trial that has not started, from the manifest: task and arm from its base spec with the trial's
- * axes set, its age from the manifest's last write (or its folder's).
+ * The spec a sweep trial that has not started will run: the manifest's base with the trial's axes, through
+ * the sweep's own per-trial expansion (sweep/expand.ts `trialFor`: defaults filled in, validated).
  */
-function unstartedEntry(runDir: string, sweep: SweepContext, trial: ManifestTrial, now: number): RunEntry {
-  let spec = sweep.base;
-  for (const [path, value] of Object.entries(trial.axes ?? {})) spec = setPath(spec ?? {}, path, value);
-  const s = (spec ?? {}) as Record<string, unknown>;
+function plannedSpec(sweep: SweepContext, trial: ManifestTrial): PlannedSpec {
+  try {
+    const spec = trialFor(sweep.base as SpecInput, trial.axes ?? {}).spec as Record<string, unknown>;
+    return { spec, problem: null };
+  } catch (e) {
+    if (!(e instanceof SweepInvalidError)) throw e;
+    const where = `${join(sweep.dir, MANIFEST)}: trial ${trial.index} (${trial.label})`;
+    return { spec: null, problem: `${where}: base and axes are not a valid spec: ${e.problems.join("; ")}` };
+  }
+}
+
+/**
+ * A sweep trial that has not started, from the manifest: task and arm from the spec it will run, its age
+ * from the manifest's last write (or its folder's).
+ */
+function unstartedEntry(
+  runDir: string,
+  sweep: SweepContext,
+  trial: ManifestTrial,
+  now: number,
+  planned: PlannedSpec = plannedSpec(sweep, trial),
+): RunEntry {
   const modified = mtime(runDir) ?? mtime(join(sweep.dir, MANIFEST)) ?? now;
+  const task = planned.spec?.task ?? (sweep.base as { task?: unknown } | undefined)?.task;
   return {
     path: runDir,
     runId: basename(runDir),
-    task: typeof s.task === "string" ? s.task : null,
-    arm: armOf(s.adapter),
+    task: typeof task === "string" ? task : null,
+    arm: armOf(planned.spec?.adapter),
     status: trial.status !== "not_run" && sweep.live ? "pending" : "not_run",
-    problem: null,
+    problem: planned.problem,
     metrics: {},
     wallS: null,
     modifiedAt: new Date(modified).toISOString(),
@@ -321,7 +352,7 @@ export interface RunArtifact {
 
 export interface RunDetails {
   entry: RunEntry;
-  /** spec.json as recorded (defaults filled in). */
+  /** spec.json as recorded (defaults filled in); for a trial that has not started, the spec it will run. */
   spec: Record<string, unknown>;
   /** Every scalar metric (one level of nesting flattened: `steps_to_excess.1e-3`); empty without a result. */
   metrics: Record<string, number | string | boolean | null>;
@@ -331,11 +362,20 @@ export interface RunDetails {
 }
 
 /**
- * One run directory read back: its listing entry, spec, scalar metrics, error and artifacts. Throws
- * InputError when `dir` does not exist or holds no spec.json; a corrupt result.json is `entry.problem`.
+ * One run directory read back: its listing entry, spec, scalar metrics, error and artifacts. A sweep trial
+ * that has not started (SWEEP/runs/<id> listed in sweep.json, no spec.json yet, its folder there or not) is
+ * its manifest entry (pending or not_run, as `listRuns` says) and the spec it will run. Throws InputError
+ * when `dir` does not exist or holds no spec.json otherwise; a corrupt result.json is `entry.problem`.
  */
 export function showRun(dir: string): RunDetails {
   const runDir = resolve(dir);
+  const sweep = enclosingSweep(runDir);
+  const trial = sweep?.trials.get(runDir);
+  if (sweep && notStarted(trial) && !existsSync(join(runDir, "spec.json"))) {
+    const planned = plannedSpec(sweep, trial);
+    const entry = unstartedEntry(runDir, sweep, trial, Date.now(), planned);
+    return { entry, spec: planned.spec ?? {}, metrics: {}, error: null, artifacts: [] };
+  }
   if (!isDir(runDir)) throw new InputError(`${dir}: no such run directory`, runDir);
   const spec = readJsonIfValid<Record<string, unknown>>(join(runDir, "spec.json"));
   if (!spec || typeof spec !== "object")
@@ -343,7 +383,7 @@ export function showRun(dir: string): RunDetails {
       `${dir} is not a run directory: ${join(runDir, "spec.json")} missing or not JSON`,
       runDir,
     );
-  const entry = runEntry(runDir, enclosingSweep(runDir), Date.now());
+  const entry = runEntry(runDir, sweep, Date.now());
   const result = entry.status === "corrupt" ? null : readResult(runDir);
   return {
     entry,

@@ -10,13 +10,18 @@
  *
  * With a search (DIR/search.json), an arm is a study's best instead: its confirmation runs (the best params
  * at each confirmation seed), or the best trial itself when none ran; the search trials stay in `trials`.
+ *
+ * A trial's status is the store's word (sweep/store.ts `TrialStatus`): `pending` and `running` while a live
+ * process holds sweep.lock (a report of a sweep still going), `not_run` once none does (a sweep killed
+ * before it recorded them), as `listRuns` says; a corrupt run directory is `failed`.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { liveHolder } from "../lock.js";
 import { scalarMetrics } from "../result.js";
 import { readJsonIfValid, runDirProblem } from "../run-dir.js";
 import { readSearchResults, type SearchResults } from "../sweep/search.js";
-import { readManifest, type SweepManifest } from "../sweep/store.js";
+import { LOCK, readManifest, type SweepManifest, type TrialStatus } from "../sweep/store.js";
 import type { TrialRow } from "../sweep/sweep.js";
 
 export interface Series {
@@ -24,8 +29,13 @@ export interface Series {
   value: number[];
 }
 
+/** A results-table row: a sweep's `TrialRow`, its status any of the store's words. */
+export interface ReportRow extends Omit<TrialRow, "status"> {
+  status: TrialStatus;
+}
+
 export interface ReportTrial {
-  row: TrialRow;
+  row: ReportRow;
   spec: Record<string, unknown> | null;
   /** curve name -> points, from `<name>_curve` metrics and eval events (`eval:<name>`). */
   curves: Record<string, Series>;
@@ -125,6 +135,7 @@ function labelOf(axes: Record<string, unknown>): string {
 export async function loadReportData(dir: string): Promise<ReportData> {
   const manifest = await readManifest(dir);
   if (!manifest) throw new Error(`${dir}: no sweep.json here; run a sweep into this folder first`);
+  const live = liveHolder(dir, LOCK) !== undefined;
   const trials: ReportTrial[] = manifest.trials.map((t) => {
     const runDir = join(dir, t.dir);
     const result = readJsonIfValid(join(runDir, "result.json")) as Record<string, unknown> | undefined;
@@ -134,12 +145,13 @@ export async function loadReportData(dir: string): Promise<ReportData> {
     const corrupt = problem ? { type: "CorruptRunDir", message: problem } : null;
     const error =
       corrupt ?? (result?.error as { type: string; message: string } | null | undefined) ?? t.error;
-    const row: TrialRow = {
+    const unfinished = t.status === "pending" || t.status === "running";
+    const row: ReportRow = {
       id: t.id,
       index: t.index,
       label: t.label,
       axes: t.axes,
-      status: corrupt ? "failed" : t.status === "pending" || t.status === "running" ? "not_run" : t.status,
+      status: corrupt ? "failed" : unfinished && !live ? "not_run" : t.status,
       reused: t.reused,
       metrics: scalarMetrics(result?.metrics),
       error: error ? { type: error.type, message: error.message } : null,

@@ -68,8 +68,11 @@ export interface HtmlInput {
 export function renderHtml({ data, figures, comparisons, arms, bests, mf, generatedAt }: HtmlInput): string {
   const e = escapeHtml;
   const rows = data.trials.map((t) => t.row);
-  const counts = { succeeded: 0, failed: 0, cancelled: 0, pruned: 0, not_run: 0 };
+  const counts = { succeeded: 0, failed: 0, cancelled: 0, pruned: 0, running: 0, pending: 0, not_run: 0 };
   for (const r of rows) counts[r.status]++;
+  const countText = Object.entries(counts)
+    .map(([status, n]) => `${n} ${status.replace("_", " ")}`)
+    .join(", ");
   const compTable = comparisonTable(comparisons);
 
   const armTable = `<div class="wrap"><table><tr><th>arm</th><th>trials</th><th>succeeded</th><th>final ${e(data.primary ?? "metric")} (mean ± std)</th></tr>
@@ -105,7 +108,7 @@ ${arms.map((a) => `<tr><td>${e(a.label)}</td><td class="num">${a.n}</td><td clas
 <link rel="icon" href="data:,"><title>oplora report — ${e(data.task)}</title><style>${CSS}</style></head>
 <body>
 <h1>oplora sweep report — ${e(data.task)}</h1>
-<p class="meta">${e(data.dir)} · ${rows.length} trials: ${counts.succeeded} succeeded, ${counts.failed} failed, ${counts.cancelled} cancelled, ${counts.pruned} pruned, ${counts.not_run} not run · generated ${e(generatedAt)}</p>
+<p class="meta">${e(data.dir)} · ${rows.length} trials: ${e(countText)} · generated ${e(generatedAt)}</p>
 ${data.search ? searchSection(data.search.objective, bests) : ""}
 <h2>LoRA vs OP-LoRA${data.search ? " (each arm at its best)" : ""}</h2>
 ${compTable}

@@ -10,15 +10,14 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { TrialRow } from "../sweep/sweep.js";
-import { loadReportData } from "./data.js";
+import { loadReportData, type ReportRow } from "./data.js";
 import { drawFigures, figureSpecs } from "./figures.js";
 import { renderHtml } from "./html.js";
 import { type MfTable, mfTable } from "./mf-table.js";
 import { searchBests } from "./search.js";
 import { armSummaries, comparisons } from "./summary.js";
 
-export type { ReportData } from "./data.js";
+export type { ReportData, ReportRow } from "./data.js";
 export type { FigureSpec } from "./figures.js";
 export type { MfTable } from "./mf-table.js";
 export type { ArmBest } from "./search.js";
@@ -49,7 +48,7 @@ function csvCell(v: unknown): string {
  * The results table as CSV: id, axes..., status, reused, metrics.<name>..., wall_s, error, run_dir.
  * Metric columns carry a `metrics.` prefix: a task's metrics may repeat an axis (`seed`) or `wall_s`.
  */
-export function resultsCsv(rows: TrialRow[]): string {
+export function resultsCsv(rows: ReportRow[]): string {
   const axes = [...new Set(rows.flatMap((r) => Object.keys(r.axes)))];
   const metrics = [...new Set(rows.flatMap((r) => Object.keys(r.metrics)))];
   const head = [

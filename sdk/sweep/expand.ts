@@ -185,3 +185,12 @@ export function expandSweep(base: SpecInput, plan: SweepPlan = {}): Trial[] {
   if (problems.length) throw new SweepInvalidError(problems);
   return trials;
 }
+
+/**
+ * The one trial `axes` (one value per path, in plan order) picks over `base`: the spec, id and label
+ * `expandSweep` gives that trial (index 0). Throws `SweepInvalidError` like expandSweep.
+ */
+export function trialFor(base: SpecInput, axes: Record<string, unknown>): Trial {
+  const single = Object.fromEntries(Object.entries(axes).map(([p, v]) => [p, [v]]));
+  return expandSweep(base, { axes: single })[0] as Trial;
+}

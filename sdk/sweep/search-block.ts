@@ -14,7 +14,7 @@ import { z } from "zod";
 import { metricsSchemaFor } from "../metrics.js";
 import type { SpecInput } from "../spec/index.js";
 import { SweepInvalidError } from "./errors.js";
-import { combinations, expandSweep, labelOf, type SweepPlan, type Trial } from "./expand.js";
+import { combinations, labelOf, type SweepPlan, type Trial, trialFor } from "./expand.js";
 
 const Range = z.strictObject({
   low: z.number(),
@@ -77,12 +77,6 @@ function objectiveProblem(task: string, objective: string): string | undefined {
     .filter(([, f]) => f.safeParse(0.5).success)
     .map(([n]) => n);
   return `search.objective: '${objective}' is not a scalar metric of ${task} (expected one of ${names.join(", ") || "(none typed)"})`;
-}
-
-/** A trial spec: the cell's axes plus `values` (params, seed) set on `base`, validated. */
-export function trialFor(base: SpecInput, axes: Record<string, unknown>): Trial {
-  const single = Object.fromEntries(Object.entries(axes).map(([p, v]) => [p, [v]]));
-  return expandSweep(base, { axes: single })[0] as Trial;
 }
 
 /**

@@ -16,9 +16,9 @@ import type { RunEvent } from "../events.js";
 import { type RunResult, scalarMetrics } from "../result.js";
 import { writeFileAtomic } from "../run-dir.js";
 import type { SpecInput } from "../spec/index.js";
-import type { Trial } from "./expand.js";
+import { type Trial, trialFor } from "./expand.js";
 import type { Lane, TrialOutcome } from "./lanes.js";
-import { atEdge, type SearchBlock, type SearchCell, trialFor } from "./search-block.js";
+import { atEdge, type SearchBlock, type SearchCell } from "./search-block.js";
 import { clearTrialDir, reusableResult, trialDir } from "./store.js";
 import type { TrialRow } from "./sweep.js";
 

@@ -23,7 +23,7 @@ import { type RunResult, scalarMetrics } from "../result.js";
 import type { SpecInput } from "../spec/index.js";
 import { EventStream } from "../stream.js";
 import { SweepInvalidError } from "./errors.js";
-import { expandSweep, type SweepPlan, type Trial } from "./expand.js";
+import { expandSweep, type SweepPlan, type Trial, trialFor } from "./expand.js";
 import { detectGpus } from "./gpus.js";
 import { type Lane, type Mode, makeLane, WarmLane } from "./lanes.js";
 import { type RayDriver, RayLane, SweepBackend, startRayDriver } from "./ray.js";
@@ -36,7 +36,7 @@ import {
   saveSearchResults,
   summarizeConfirmations,
 } from "./search.js";
-import { planSearch, probeTrials, type SearchBlockInput, type SearchPlan, trialFor } from "./search-block.js";
+import { planSearch, probeTrials, type SearchBlockInput, type SearchPlan } from "./search-block.js";
 import {
   acquireLock,
   clearTrialDir,

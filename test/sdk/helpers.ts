@@ -1,6 +1,9 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
+import type { SpecInput } from "../../sdk/spec/index.js";
+import { expandSweep, type SweepPlan, type Trial } from "../../sdk/sweep/expand.js";
+import { LOCK, MANIFEST, type SweepManifest, type TrialStatus } from "../../sdk/sweep/store.js";
 
 export const FIXTURES = join(import.meta.dirname, "fixtures");
 export const FAKE_PYTHON = join(FIXTURES, "fake-python");
@@ -28,4 +31,44 @@ export async function waitUntil(cond: () => boolean, timeoutMs: number, stepMs =
     await new Promise((r) => setTimeout(r, stepMs));
   }
   return cond();
+}
+
+/**
+ * A sweep store written by hand, nothing run: `dir/sweep.json` lists `expandSweep(base, plan)`'s trials with
+ * `statuses` (by index; `not_run` past the list), and with `live` a sweep.lock this process holds.
+ */
+export function writeSweepManifest(
+  dir: string,
+  base: SpecInput,
+  plan: SweepPlan,
+  statuses: TrialStatus[],
+  live = false,
+): Trial[] {
+  const trials = expandSweep(base, plan);
+  const manifest: SweepManifest = {
+    version: 1,
+    created_at: new Date().toISOString(),
+    updated_at: new Date().toISOString(),
+    base,
+    plan,
+    mode: "warm",
+    trials: trials.map((t) => ({
+      index: t.index,
+      id: t.id,
+      hash: t.hash,
+      label: t.label,
+      axes: t.axes,
+      dir: `runs/${t.id}`,
+      status: statuses[t.index] ?? "not_run",
+      reused: false,
+      error: null,
+    })),
+  };
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, MANIFEST), JSON.stringify(manifest));
+  if (live) {
+    const holder = { pid: process.pid, hostname: hostname(), started_at: new Date().toISOString() };
+    writeFileSync(join(dir, LOCK), JSON.stringify(holder));
+  }
+  return trials;
 }

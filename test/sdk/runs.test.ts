@@ -3,7 +3,8 @@
  * OP-LoRA on the CPU, one LoRA trial on a CUDA device that does not exist: failed), plus hand-made bad
  * folders: a truncated result.json, a schema-invalid one, run files without spec.json, a run without a
  * result (incomplete) and one whose run.lock a live process holds (running); a sweep cancelled while its
- * first trial runs (pending, then not_run trials) and a 4-trial MF search with a pruned trial.
+ * first trial runs (pending, then not_run trials), a hand-written sweep.json whose base leaves the adapter
+ * to its default, and a 4-trial MF search with a pruned trial.
  */
 import {
   cpSync,
@@ -22,9 +23,10 @@ import { InputError } from "../../sdk/errors.js";
 import { run } from "../../sdk/run.js";
 import { listRuns, type RunEntry, showRun } from "../../sdk/runs.js";
 import type { SpecInput } from "../../sdk/spec/index.js";
-import { readManifest } from "../../sdk/sweep/store.js";
+import type { Trial } from "../../sdk/sweep/expand.js";
+import { MANIFEST, readManifest, trialDir } from "../../sdk/sweep/store.js";
 import { sweep } from "../../sdk/sweep/sweep.js";
-import { tempRunDir } from "./helpers.js";
+import { tempRunDir, writeSweepManifest } from "./helpers.js";
 
 const base: SpecInput = {
   task: "matrix_factorization",
@@ -271,6 +273,66 @@ describe("listRuns: sweep trials that have not started, from the manifest", () =
         .sort(),
     ).toEqual(["cancelled", "not_run", "not_run"]);
   }, 120_000);
+});
+
+describe("listRuns / showRun: unstarted trials of a base that leaves the adapter to its default", () => {
+  const { adapter: _, ...noAdapter } = base;
+  const plan = { axes: { "optimizer.lr": [1e-3, 1e-2] } };
+
+  it("their task, arm and spec are the sweep's own expansion of the trial (defaults filled in)", () => {
+    const dir = tempRunDir("defaults");
+    const trials = writeSweepManifest(dir, noAdapter, plan, ["not_run", "running"]);
+    const { adapter } = (trials[0] as Trial).spec as { adapter: { kind: string; r: number } };
+    expect(adapter.kind).toBe("op-lora"); // the MF spec's default adapter
+    // the second trial's run is starting: run files, no spec.json yet
+    const starting = trialDir(dir, trials[1]?.id as string);
+    mkdirSync(starting, { recursive: true });
+    writeFileSync(join(starting, "events.ndjson"), "");
+
+    const entries = listRuns(dir);
+    expect(entries).toHaveLength(2);
+    const arm = { kind: "op-lora", r: adapter.r, lora_alpha: null, use_rslora: false, use_dora: false };
+    for (const t of trials) {
+      expect(at(entries, trialDir(dir, t.id))).toMatchObject({
+        task: "matrix_factorization",
+        arm,
+        status: "not_run", // no live sweep.lock: the sweep ended or was killed without running it
+        problem: null,
+        sweep: { name: "defaults", label: t.label, axes: t.axes },
+      });
+      // showRun: the manifest's entry and the spec the trial will run, folder or not
+      const d = showRun(trialDir(dir, t.id));
+      const { ageS: _age, ...listed } = at(entries, trialDir(dir, t.id)) as RunEntry;
+      expect(d.entry).toMatchObject(listed);
+      expect(d.spec).toEqual(t.spec);
+      expect(d).toMatchObject({ metrics: {}, error: null, artifacts: [] });
+    }
+
+    // a live sweep.lock: pending, as listRuns says
+    writeSweepManifest(dir, noAdapter, plan, ["pending", "running"], true);
+    expect(listRuns(dir).map((e) => e.status)).toEqual(["pending", "pending"]);
+    expect(showRun(starting).entry.status).toBe("pending");
+    // a folder under the sweep's runs/ that sweep.json does not list is no trial of it
+    mkdirSync(join(dir, "runs", "stray"));
+    expect(() => showRun(join(dir, "runs", "stray"))).toThrow(/stray is not a run directory/);
+  });
+
+  it("a trial sweep.json's base and axes no longer make a valid spec of: listed with the problem", () => {
+    const dir = tempRunDir("stale");
+    const [t] = writeSweepManifest(dir, noAdapter, plan, ["not_run"]);
+    const manifest = json(join(dir, MANIFEST));
+    manifest.trials[0].axes = { "optimizer.lr": "fast" };
+    writeFileSync(join(dir, MANIFEST), JSON.stringify(manifest));
+    const [e] = listRuns(dir);
+    expect(e).toMatchObject({
+      path: trialDir(dir, t?.id as string),
+      task: "matrix_factorization",
+      arm: null,
+    });
+    expect(e?.problem).toContain(`${join(dir, MANIFEST)}: trial 0 (${t?.label}): base and axes are not`);
+    expect(e?.problem).toContain("optimizer.lr");
+    expect(showRun(e?.path as string)).toMatchObject({ spec: {}, entry: { problem: e?.problem } });
+  });
 });
 
 describe("listRuns: a real search sweep's pruned trials", () => {

@@ -23,9 +23,10 @@ directory.`;
 const SHOW_HELP = `usage: oplora show RUN [--json]
 
 One run: its status, key and scalar metrics, error (when it failed), artifacts (kind, path, size, whether
-the file exists) and spec. --json prints the showRun() object. Exit 2 when RUN is not a run directory;
-exit 1 when its result.json or events.ndjson is corrupt (what can be read is printed, the problem goes to
-stderr).`;
+the file exists) and spec. A sweep trial that has not started (no spec.json yet) shows its sweep label and
+axes, its status from the manifest (pending while the sweep runs, else not_run) and the spec it will run.
+--json prints the showRun() object. Exit 2 when RUN is not a run directory; exit 1 when its result.json or
+events.ndjson is corrupt (what can be read is printed, the problem goes to stderr).`;
 
 /** `lora r=4`, `op-lora r=8 alpha=16 rslora dora`; `-` without an adapter. */
 export function armText(arm: RunArm | null): string {
@@ -173,6 +174,7 @@ function showText(d: RunDetails): string {
     ...d.artifacts.map(
       (a) => `  ${a.kind.padEnd(14)}  ${a.path}${a.label ? ` (${a.label})` : ""}  ${bytesText(a.bytes)}`,
     ),
+    ...(d.artifacts.length ? [] : ["  -"]),
     "",
     "spec",
     JSON.stringify(d.spec, null, 2),

@@ -1,7 +1,7 @@
 /**
  * `oplora runs` and `oplora show` through the built CLI (dist/, from `npm run build`), over a real MF run
  * made by `oplora run`, a 2-trial sweep, a copy of the run with a truncated result.json and a folder with
- * run files but no spec.json.
+ * run files but no spec.json; `oplora show` of sweep trials that have not started (a hand-written sweep.json).
  */
 import { cpSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -9,8 +9,9 @@ import { execa } from "execa";
 import { beforeAll, describe, expect, it } from "vitest";
 import { armText } from "../../../sdk/cli/commands/runs.js";
 import type { RunDetails, RunEntry } from "../../../sdk/runs.js";
+import { trialDir } from "../../../sdk/sweep/store.js";
 import { sweep } from "../../../sdk/sweep/sweep.js";
-import { REPO, tempRunDir } from "../helpers.js";
+import { REPO, tempRunDir, writeSweepManifest } from "../helpers.js";
 
 const MAIN = join(REPO, "dist", "sdk", "cli", "main.js");
 /** The message JSON.parse gives for `text` (Node's wording). */
@@ -180,5 +181,51 @@ describe("oplora runs / oplora show (built CLI)", () => {
     expect(d.exitCode).toBe(2);
     expect(d.stderr).toContain("--status: expected one of succeeded");
     expect((await cli(["runs"])).exitCode).toBe(2);
+  });
+});
+
+describe("oplora show of a sweep trial that has not started (built CLI)", () => {
+  const { adapter: _, ...noAdapter } = spec;
+  const plan = { axes: { "optimizer.lr": [1e-3, 1e-2] } };
+
+  it("prints its label, status from the manifest and the spec it will run; exit 0", async () => {
+    const dir = tempRunDir("sw");
+    const trials = writeSweepManifest(dir, noAdapter, plan, ["not_run", "pending"]);
+    const [first, second] = trials.map((t) => trialDir(dir, t.id));
+    mkdirSync(first as string, { recursive: true }); // a folder, no spec.json; the second has no folder
+    for (const [i, t] of trials.entries()) {
+      const r = await cli(["show", trialDir(dir, t.id)]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^status +not_run$/m); // no live sweep.lock
+      expect(r.stdout).toMatch(/^arm +op-lora r=8$/m); // the default adapter, filled in
+      expect(r.stdout).toContain(`sweep    sw: optimizer.lr=${i ? "0.01" : "0.001"}`);
+      expect(r.stdout).toContain(JSON.stringify(t.spec, null, 2));
+      const j = await cli(["show", trialDir(dir, t.id), "--json"]);
+      expect(j.exitCode, j.stderr).toBe(0);
+      const d = JSON.parse(j.stdout) as RunDetails;
+      expect(d.spec).toEqual(t.spec);
+      expect(d.entry).toMatchObject({
+        status: "not_run",
+        problem: null,
+        sweep: { label: t.label, axes: t.axes },
+      });
+      expect(d).toMatchObject({ metrics: {}, error: null, artifacts: [] });
+    }
+    writeSweepManifest(dir, noAdapter, plan, ["not_run", "pending"], true);
+    const live = await cli(["show", second as string, "--json"]);
+    expect((JSON.parse(live.stdout) as RunDetails).entry.status).toBe("pending");
+    expect((await cli(["show", first as string])).stdout).toMatch(/^status +not_run$/m); // the store's word
+  });
+
+  it("a folder that is no trial of the sweep and has no spec.json: exit 2, not a run directory", async () => {
+    const dir = tempRunDir("sw");
+    writeSweepManifest(dir, noAdapter, plan, []);
+    const stray = join(dir, "runs", "stray");
+    mkdirSync(stray, { recursive: true });
+    const r = await cli(["show", stray]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toBe(
+      `oplora: ${stray} is not a run directory: ${join(stray, "spec.json")} missing or not JSON`,
+    );
   });
 });

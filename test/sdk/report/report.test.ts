@@ -1,9 +1,10 @@
 /**
  * The report of a sweep directory: built from a synthetic MF-shaped sweep (no training: spec.json and
  * result.json written by the test, curves chosen so OP-LoRA wins), its figures drawn by matplotlib, its
- * HTML opened in headless Chromium (Debian's /usr/bin/chromium through playwright-core).
+ * HTML opened in headless Chromium (Debian's /usr/bin/chromium through playwright-core); and a sweep.json
+ * alone, its trials pending, running and not run.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -13,6 +14,8 @@ import { loadReportData } from "../../../sdk/report/data.js";
 import { writeReport } from "../../../sdk/report/index.js";
 import { comparisons } from "../../../sdk/report/summary.js";
 import { expandSweep } from "../../../sdk/sweep/expand.js";
+import { LOCK } from "../../../sdk/sweep/store.js";
+import { writeSweepManifest } from "../helpers.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 // a 2x2 red/blue PNG, as a task's sample grid
@@ -110,6 +113,28 @@ describe("report", () => {
     expect(tb?.row.status).toBe("failed");
     expect(tb?.row.error?.message).toContain(`${join(b as string, "events.ndjson")}:1: not valid JSON`);
     expect(after.trials.slice(2).every((t) => t.row.status === "succeeded")).toBe(true);
+  });
+
+  it("pending and running trials keep the store's words while the sweep is live, not_run once none is", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "oplora-report-"));
+    const statuses = ["pending", "running", "not_run"] as const;
+    const plan = { axes: { "adapter.r": [2, 4, 8] } };
+    writeSweepManifest(dir, { task: "matrix_factorization" }, plan, [...statuses], true);
+    const live = await loadReportData(dir);
+    expect(live.trials.map((t) => t.row.status)).toEqual(statuses);
+    const report = await writeReport(dir);
+    expect(readFileSync(report.html, "utf8")).toContain(
+      "3 trials: 0 succeeded, 0 failed, 0 cancelled, 0 pruned, 1 running, 1 pending, 1 not run ·",
+    );
+    const csv = readFileSync(report.csv, "utf8").trim().split("\n");
+    expect(csv.slice(1).map((l) => l.split(",")[2])).toEqual(statuses);
+    expect(JSON.parse(readFileSync(report.json, "utf8")).map((r: { status: string }) => r.status)).toEqual(
+      statuses,
+    );
+    // the sweep was killed (no live sweep.lock): what it never ran is not_run, as `oplora runs` says
+    rmSync(join(dir, LOCK));
+    const dead = await loadReportData(dir);
+    expect(dead.trials.map((t) => t.row.status)).toEqual(["not_run", "not_run", "not_run"]);
   });
 
   const dir = fixture();
