@@ -88,10 +88,10 @@ def resolve_formulation(formulation: str, device: torch.device | str) -> Literal
     """Resolves ``"auto"`` for a device: ``"batched"`` on every device.
 
     Measured with ``bench/generator.py`` (SDXL-shaped set: 560 layers, r = 4, h = 32, 194M generator
-    parameters, forward + backward, 2-core CPU, torch 2.13, median of 5): batched 287 ms vs per-layer
-    loop 529 ms with 2 threads (443 vs 533 ms with 1). The batched path wins on the CPU too once its
+    parameters, forward + backward, 2-core CPU, torch 2.13, median of 5): batched 174 ms vs per-layer
+    loop 333 ms with 2 threads (287 vs 526 ms with 1). The batched path wins on the CPU too once its
     backward forms outer products by broadcasting (not a k = 1 ``bmm``: 790 ms) and groups are
-    chunked (unchunked: 563 ms).
+    chunked (unchunked: 251 ms).
     On CUDA the loop's thousands of kernel launches dominate (``scripts/gpu-check.sh`` re-measures).
     """
     if formulation not in FORMULATIONS:

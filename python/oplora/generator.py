@@ -38,8 +38,8 @@ def default_chunk_bytes(device: torch.device | str | None) -> int | None:
     """Most bytes per stacked head weight in one group chunk: 16 MiB on the CPU, no limit on CUDA.
 
     On the CPU, tensors above glibc's largest mmap threshold (32 MiB) are fresh mappings that page-fault
-    on every step's gradient allocation: SDXL-shaped set, forward + backward, batched: 287 ms in 16 MiB
-    chunks (27 groups) vs 563 ms unchunked (4 groups) with 2 threads (443 vs 809 ms with 1); 32 MiB was
+    on every step's gradient allocation: SDXL-shaped set, forward + backward, batched: 174 ms in 16 MiB
+    chunks (27 groups) vs 251 ms unchunked (4 groups) with 2 threads (287 vs 429 ms with 1); 32 MiB was
     as fast, 64 MiB and up as slow as unchunked, 4 MiB and below slower again. CUDA's caching allocator reuses blocks, and fewer, larger
     kernels are cheaper there (to be confirmed by ``scripts/gpu-check.sh``).
     """
@@ -138,7 +138,11 @@ class FactorGroup(nn.Module):
 
     def loop(self, cast: bool = True) -> list[tuple[Tensor, ...]]:
         """The reference: one small MLP call per layer; [(A_l, B_l[, m_l])] in the group's dtype (or float32)."""
-        (z, W1, b1), heads = self._params()
+        trunk, pairs = self._params()
+        # unbind once per tensor: its backward stacks the per-layer gradients in one pass, where indexing
+        # each layer (W[i]) gives every layer's gradient a full-size zero tensor (5x slower, bench/generator.py)
+        z, W1, b1 = (t.unbind(0) for t in trunk)
+        heads = [(W.unbind(0), b.unbind(0)) for W, b in pairs]
         dtype = self.dtype if cast else torch.float32
         out = []
         for i in range(len(self.layers)):
