@@ -2,7 +2,7 @@
 and data.max_length (the longest sequence a batch pads to, image tokens included); no weights are loaded.
 A batch pads to its longest record, so the term is exact for a batch that holds a max_length record and a
 bound otherwise (bench/memory.py: 0.96-0.98x the measured tensor peak at max_length = the longest record,
-1.5-1.7x with the tests' max_length 64 over 28-29-token records).
+1.49x for the small LLaVA with the tests' max_length 64 over 28-29-token records).
 
 Per token (b x S tokens, S = data.max_length), what autograd saves for backward in one decoder layer of
 hidden size H, MLP size I (every default target is a decoder-layer Linear, so every layer counts):
