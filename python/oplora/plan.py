@@ -28,9 +28,10 @@ It is the tensors of a run at its peak, counted from shapes and spec values: not
 `peak_memory_bytes` (RSS growth / CUDA allocator peak) and `peak_tensor_bytes` of real runs.
 
 A task module provides `lora_layer_shapes(spec) -> [(name, A shape, B shape)]` and
-`base_parameter_count(spec) -> int`, computed without loading weights; `base_weight_bytes(spec) -> int` (the
-frozen weights' bytes, for a task whose weights are not all fp32) is optional (default: base params x 4), and so are `plan_adapter(spec)`, for a spec without an `adapter` block, and
-`memory_terms(spec) -> {name: (bytes, formula)}`, the task's own terms.
+`base_parameter_count(spec) -> int`, computed without loading weights. Optional: `base_weight_bytes(spec)
+-> int`, the frozen weights' bytes for a task whose weights are not all fp32 (default: base params x 4);
+`plan_adapter(spec)`, for a spec without an `adapter` block; and `memory_terms(spec) -> {name: (bytes,
+formula)}`, the task's own terms.
 """
 
 from __future__ import annotations

@@ -320,3 +320,14 @@ def test_tensorboard_gets_loss_lr_cmmd_and_the_sample_images(runs):
     images = acc.Tags()["images"]
     assert images and all(t.startswith("images/") for t in images), acc.Tags()
     assert acc.Images(images[0])[0].width == 32
+
+
+def test_bf16_mixed_precision_trains(assets, tmp_path):
+    """A bf16 run, whose pipeline load_pipeline brings up with the UNet and text encoder in bf16 and the VAE in
+    fp32 (test_plan checks those bytes against the plan), trains, and its exported LoRA stays fp32."""
+    spec = make_spec(assets, train={"steps": 1, "mixed_precision": "bf16"}, eval={"prompts": []})
+    result, code = run_spec(spec, tmp_path / "run")
+    assert code == EXIT_OK, result and result["error"]
+    assert np.isfinite(result["metrics"]["final_loss"])
+    weights = load_file(str(tmp_path / "run" / "diffusers_lora" / "pytorch_lora_weights.safetensors"))
+    assert weights and {w.dtype for w in weights.values()} == {torch.float32}
