@@ -25,6 +25,7 @@ const benches = [
   { name: "sweep_ray", cmd: tsx, file: "bench/sweep_ray.ts" },
   { name: "search", cmd: tsx, file: "bench/search.ts" },
   { name: "text_to_image", cmd: python, file: "bench/text_to_image.py" },
+  { name: "t2i_search", cmd: tsx, file: "bench/t2i_search.ts" },
   { name: "llava", cmd: python, file: "bench/llava.py" },
   { name: "memory", cmd: python, file: "bench/memory.py" },
 ];

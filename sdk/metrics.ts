@@ -35,12 +35,12 @@ export function metricsSchemaFor(task: string): z.ZodType {
 /**
  * The headline scalars of each task, in the order `listRuns` / `oplora runs` show them: matrix
  * factorisation `relative_excess` (0 at the Eckart-Young optimum) and `final_loss`; text-to-image
- * `final_loss` and `cmmd`; LLaVA `final_loss`, `eval_loss` and `vqa_accuracy`. A task without an entry
- * (the MF study: its metrics are tables) shows none.
+ * `final_loss`, `tail_loss` (the mean loss of the last 10 steps) and `cmmd`; LLaVA `final_loss`, `eval_loss`
+ * and `vqa_accuracy`. A task without an entry (the MF study: its metrics are tables) shows none.
  */
 export const KEY_METRICS: { readonly [T in keyof typeof TASK_METRICS]?: readonly (keyof MetricsOf<T>)[] } = {
   matrix_factorization: ["relative_excess", "final_loss"],
-  text_to_image: ["final_loss", "cmmd"],
+  text_to_image: ["final_loss", "tail_loss", "cmmd"],
   llava: ["final_loss", "eval_loss", "vqa_accuracy"],
 };
 

@@ -113,7 +113,11 @@ export const TextToImageMetrics = z.looseObject({
   model_kind: z.enum(["sd", "sdxl"]),
   steps: z.int(),
   resumed_from_step: z.int().nullable(),
-  final_loss: z.number().nullable(),
+  final_loss: z.number().nullable().describe("the last step's training loss (one batch)"),
+  tail_loss: z
+    .number()
+    .nullable()
+    .describe("mean training loss over the last min(10, steps) steps (a steadier objective than final_loss)"),
   loss_curve: z
     .array(z.looseObject({ step: z.int(), loss: z.number().nullable() }))
     .describe("training loss per step"),

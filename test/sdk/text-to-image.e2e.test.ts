@@ -58,6 +58,7 @@ describe("text_to_image through the SDK", () => {
     const m = result.metrics;
     expect(m.model_kind).toBe("sd");
     expect(m.loss_curve.map((p) => p.step)).toEqual([1, 2]);
+    expect(m.tail_loss).toBeCloseTo(((m.loss_curve[0]?.loss ?? 0) + (m.loss_curve[1]?.loss ?? 0)) / 2, 6);
     expect(m.cmmd_num_generated).toBe(2);
     expect(m.cmmd_curve.length).toBeGreaterThan(0);
     expect(m.generator_parameters).toBeGreaterThan(m.lora_parameters);

@@ -16,6 +16,7 @@ run ends with the same adapter as an uninterrupted one.
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ from torch import nn
 from ...adapter import lora_parameters
 from ...run.runner import InputError, RunContext
 from .memory import memory_terms  # noqa: F401  (plan.py's hook: the activation terms)
+
+TAIL_STEPS = 10
+"""`tail_loss` = the mean training loss over the last min(TAIL_STEPS, steps) steps (one batch's loss, the
+`final_loss`, is too noisy to rank runs by)."""
 
 
 class Denoiser(nn.Module):
@@ -306,11 +311,13 @@ class Trainer:
         train_s = time.perf_counter() - t0
         acc.wait_for_everyone()
         peak = peak_memory_bytes(acc.device, self.memory_baseline)
+        tail = [v for _, v in history["loss"][-TAIL_STEPS:]]
         metrics: dict[str, Any] = {
             "model_kind": "sdxl" if self.sdxl else "sd",
             "steps": total,
             "resumed_from_step": resumed_from,
             "final_loss": history["loss"][-1][1] if history["loss"] else None,
+            "tail_loss": statistics.fmean(tail) if tail else None,
             "loss_curve": [{"step": st, "loss": v} for st, v in history["loss"]],
             "lora_parameters": lora_params,
             "generator_parameters": gen_params,

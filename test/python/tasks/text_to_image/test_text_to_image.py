@@ -76,6 +76,8 @@ def test_end_to_end_metrics_and_artifacts(runs, case):
     m = result["metrics"]
     assert m["model_kind"] == case[0] and m["steps"] == 2 and len(m["loss_curve"]) == 2
     assert np.isfinite(m["final_loss"]) and m["peak_memory_bytes"] > 0 and m["steps_per_s"] > 0
+    tail = [p["loss"] for p in m["loss_curve"][-10:]]  # 2 steps: min(10, steps) = both
+    assert m["tail_loss"] == pytest.approx(np.mean(tail)) and m["final_loss"] == tail[-1]
     assert m["lora_parameters"] > 0
     if case[1] == "op-lora":
         assert m["generator_parameters"] > m["lora_parameters"]
