@@ -3,7 +3,13 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { SpecInput } from "../../sdk/spec/index.js";
 import { expandSweep, type SweepPlan, type Trial } from "../../sdk/sweep/expand.js";
-import { LOCK, MANIFEST, type SweepManifest, type TrialStatus } from "../../sdk/sweep/store.js";
+import {
+  LOCK,
+  MANIFEST,
+  type ManifestTrial,
+  type SweepManifest,
+  type TrialStatus,
+} from "../../sdk/sweep/store.js";
 
 export const FIXTURES = join(import.meta.dirname, "fixtures");
 export const FAKE_PYTHON = join(FIXTURES, "fake-python");
@@ -37,6 +43,21 @@ export async function waitUntil(cond: () => boolean, timeoutMs: number, stepMs =
  * A sweep store written by hand, nothing run: `dir/sweep.json` lists `expandSweep(base, plan)`'s trials with
  * `statuses` (by index; `not_run` past the list), and with `live` a sweep.lock this process holds.
  */
+/** The manifest entry the sweep store writes for trial `t` (its folder runs/<id>). */
+export function manifestTrial(t: Trial, status: TrialStatus): ManifestTrial {
+  return {
+    index: t.index,
+    id: t.id,
+    hash: t.hash,
+    label: t.label,
+    axes: t.axes,
+    dir: `runs/${t.id}`,
+    status,
+    reused: false,
+    error: null,
+  };
+}
+
 export function writeSweepManifest(
   dir: string,
   base: SpecInput,
@@ -52,17 +73,7 @@ export function writeSweepManifest(
     base,
     plan,
     mode: "warm",
-    trials: trials.map((t) => ({
-      index: t.index,
-      id: t.id,
-      hash: t.hash,
-      label: t.label,
-      axes: t.axes,
-      dir: `runs/${t.id}`,
-      status: statuses[t.index] ?? "not_run",
-      reused: false,
-      error: null,
-    })),
+    trials: trials.map((t) => manifestTrial(t, statuses[t.index] ?? "not_run")),
   };
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, MANIFEST), JSON.stringify(manifest));

@@ -15,7 +15,7 @@ import { writeReport } from "../../../sdk/report/index.js";
 import { comparisons } from "../../../sdk/report/summary.js";
 import { expandSweep } from "../../../sdk/sweep/expand.js";
 import { LOCK } from "../../../sdk/sweep/store.js";
-import { writeSweepManifest } from "../helpers.js";
+import { manifestTrial, writeSweepManifest } from "../helpers.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 // a 2x2 red/blue PNG, as a task's sample grid
@@ -79,17 +79,7 @@ function fixture(): string {
       timing: { started_at: "", finished_at: "", wall_s: 1.5 },
     };
     writeFileSync(join(runDir, "result.json"), JSON.stringify(result));
-    manifest.trials.push({
-      index: t.index,
-      id: t.id,
-      hash: t.hash,
-      label: t.label,
-      axes: t.axes,
-      dir: `runs/${t.id}`,
-      status: "succeeded",
-      reused: false,
-      error: null,
-    });
+    manifest.trials.push(manifestTrial(t, "succeeded"));
   }
   writeFileSync(join(dir, "sweep.json"), JSON.stringify(manifest));
   return dir;
