@@ -28,9 +28,8 @@ It is the tensors of a run at its peak, counted from shapes and spec values: not
 `peak_memory_bytes` (RSS growth / CUDA allocator peak) and `peak_tensor_bytes` of real runs.
 
 A task module provides `lora_layer_shapes(spec) -> [(name, A shape, B shape)]` and
-`base_parameter_count(spec) -> int`, computed without loading weights. Optional: `base_weight_bytes(spec)
--> int`, the frozen weights' bytes for a task whose weights are not all fp32 (default: base params x 4);
-`plan_adapter(spec)`, for a spec without an `adapter` block; and `memory_terms(spec) -> {name: (bytes,
+`base_weights(spec) -> (parameters, bytes)`, the frozen base weights' count and their bytes in the dtypes the
+run holds them in, computed without loading weights. Optional: `plan_adapter(spec)`, for a spec without an `adapter` block; and `memory_terms(spec) -> {name: (bytes,
 formula)}`, the task's own terms.
 """
 
@@ -95,7 +94,7 @@ def adapter_of(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _task_hooks(
     task: str,
-) -> tuple[Callable[..., LayerShapes], Callable[..., int], Callable[..., int] | None]:
+) -> tuple[Callable[..., LayerShapes], Callable[..., tuple[int, int]]]:
     from .run.runner import TASK_MODULES
 
     module: Any = None
@@ -104,12 +103,12 @@ def _task_hooks(
     except ImportError:
         module = None
     shapes = getattr(module, "lora_layer_shapes", None)
-    base = getattr(module, "base_parameter_count", None)
+    base = getattr(module, "base_weights", None)
     if shapes is None or base is None:
         raise NotImplementedError(
-            f"task {task!r} cannot be planned yet: its module needs lora_layer_shapes(spec) and base_parameter_count(spec)"
+            f"task {task!r} cannot be planned yet: its module needs lora_layer_shapes(spec) and base_weights(spec)"
         )
-    return shapes, base, getattr(module, "base_weight_bytes", None)
+    return shapes, base
 
 
 def task_memory_terms(spec: dict[str, Any]) -> dict[str, tuple[int, str]]:
@@ -196,7 +195,7 @@ def plan(raw_spec: Any) -> dict[str, Any]:
     """Counts and a memory estimate for `raw_spec` (validated here), with `fits` against the device."""
     spec = validate_spec(raw_spec)
     task = spec["task"]
-    shapes_fn, base_fn, weight_bytes_fn = _task_hooks(task)
+    shapes_fn, base_fn = _task_hooks(task)
     layers = list(shapes_fn(spec))
     adapter = adapter_of(spec)
     counts = count(layers, adapter)
@@ -204,9 +203,9 @@ def plan(raw_spec: Any) -> dict[str, Any]:
     trainable = (
         counts["generator_parameters"] + counts["direct_parameters"] if op else counts["lora_parameters"]
     )
-    base_params = int(base_fn(spec))
+    base_params, base_bytes = (int(n) for n in base_fn(spec))
     memory = {
-        "base_weights": int(weight_bytes_fn(spec)) if weight_bytes_fn else base_params * 4,
+        "base_weights": base_bytes,
         "trainable_state": trainable * BYTES_PER_TRAINABLE,
         "lora_weights": counts["lora_parameters"] * 4 if op else 0,
         "generated_factors": counts["lora_parameters"] * 8 if op else 0,

@@ -23,7 +23,7 @@ from .data import DataError, Encoder, Record, dataset_records, load_records
 from .memory import memory_terms  # noqa: F401  (plan.py's hook: the activation terms)
 from .model import DTYPES, PROJECTOR, base_parameter_count, llava_config, lora_layer_shapes
 
-__all__ = ["run", "lora_layer_shapes", "base_parameter_count", "base_weight_bytes"]
+__all__ = ["run", "lora_layer_shapes", "base_weights"]
 
 
 def _records(data: dict[str, Any]) -> tuple[list[Record], list[Record]]:
@@ -67,9 +67,10 @@ def check_inputs(spec: dict[str, Any]) -> tuple[Any, Encoder, list[Record], list
 # --- memory plan ------------------------------------------------------------------------------------------
 
 
-def base_weight_bytes(spec: dict[str, Any]) -> int:
-    """The frozen base weights' bytes, all in model.dtype (plan.py's optional hook)."""
-    return base_parameter_count(spec) * DTYPES[spec["model"]["dtype"]].itemsize
+def base_weights(spec: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, bytes) of the frozen base model, all held in model.dtype (the plan's hook)."""
+    n = base_parameter_count(spec)
+    return n, n * DTYPES[spec["model"]["dtype"]].itemsize
 
 
 def check_memory(spec: dict[str, Any], plan: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ...run.rundir import read_json, write_bytes_atomic, write_json_atomic
 from .table import markdown
-from .task import base_parameter_count as mf_base_parameter_count
+from .task import base_weights as mf_base_weights
 from .task import fit, threshold_key
 from .task import lora_layer_shapes as mf_lora_layer_shapes
 
@@ -80,8 +80,8 @@ def lora_layer_shapes(spec: dict[str, Any]) -> list[tuple[str, tuple[int, ...], 
     return mf_lora_layer_shapes(plan_trial(spec))
 
 
-def base_parameter_count(spec: dict[str, Any]) -> int:
-    return mf_base_parameter_count(plan_trial(spec))
+def base_weights(spec: dict[str, Any]) -> tuple[int, int]:
+    return mf_base_weights(plan_trial(spec))
 
 
 def summarize(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -161,8 +161,10 @@ def lora_layer_shapes(spec: dict[str, Any]) -> list[tuple[str, tuple[int, ...], 
     return [(TARGET_MODULE, (r, int(m["cols"])), (int(m["rows"]), r))]
 
 
-def base_parameter_count(spec: dict[str, Any]) -> int:
-    return int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
+def base_weights(spec: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, bytes) of the frozen base: the zero fp32 rows x cols weight."""
+    n = int(spec["matrix"]["rows"]) * int(spec["matrix"]["cols"])
+    return n, n * 4
 
 
 def memory_terms(spec: dict[str, Any]) -> dict[str, tuple[int, str]]:

@@ -133,17 +133,14 @@ def _base_components(spec: dict[str, Any]) -> dict[str, int]:
     return sizes
 
 
-def base_parameter_count(spec: dict[str, Any]) -> int:
-    return sum(_base_components(spec).values())
-
-
-def base_weight_bytes(spec: dict[str, Any]) -> int:
-    """The frozen weights' bytes as the run holds them: under fp16/bf16 mixed precision the UNet and the text
-    encoders load in it, the VAE stays fp32 (pipeline.load_pipeline)."""
+def base_weights(spec: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, bytes) of the frozen models, in the dtypes the run holds them: under fp16/bf16 mixed
+    precision the UNet and the text encoders load in it, the VAE stays fp32 (pipeline.load_pipeline)."""
     from ...training.loop import autocast_dtype
 
     half = autocast_dtype(spec["train"]["mixed_precision"]).itemsize
-    return sum(n * (4 if name == "vae" else half) for name, n in _base_components(spec).items())
+    sizes = _base_components(spec)
+    return sum(sizes.values()), sum(n * (4 if name == "vae" else half) for name, n in sizes.items())
 
 
 # --- the run ----------------------------------------------------------------------------------------------

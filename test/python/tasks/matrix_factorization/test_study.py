@@ -170,7 +170,7 @@ def test_the_study_end_to_end(tmp_path):
 def test_plan_hooks_describe_one_trial():
     s = tiny_study()
     assert study.lora_layer_shapes(s) == [("linear", (2, 6), (8, 2))]
-    assert study.base_parameter_count(s) == 48
+    assert study.base_weights(s) == (48, 48 * 4)
 
 
 def test_a_sweeps_runs_tabulate_to_the_study_tasks_own_table(tmp_path):

@@ -177,7 +177,7 @@ def test_resume_equals_uninterrupted(runs, tmp_path):
 
 
 def test_plan_shapes_match_injected_layers(assets, runs):
-    from oplora.tasks.text_to_image.task import base_parameter_count, lora_layer_shapes
+    from oplora.tasks.text_to_image.task import base_weights, lora_layer_shapes
 
     spec, run_dir, _ = runs[("sd", "lora")]
     spec = validate_spec(spec)
@@ -199,7 +199,7 @@ def test_plan_shapes_match_injected_layers(assets, runs):
         AutoencoderKL.from_pretrained(str(assets / "sd" / "vae")),
         CLIPTextModel.from_pretrained(str(assets / "sd" / "text_encoder")),
     ]
-    assert base_parameter_count(spec) == sum(p.numel() for m in held for p in m.parameters())
+    assert base_weights(spec)[0] == sum(p.numel() for m in held for p in m.parameters())
 
 
 # --- bad input, refused before training with the field or file named ---------------------------------------
