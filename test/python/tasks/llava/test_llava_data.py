@@ -122,7 +122,7 @@ def test_batches_are_a_pure_function_of_the_micro_step():
 
 
 def test_default_targets_are_the_language_model_linears(tiny_llava):
-    from oplora.tasks.llava.task import base_parameter_count, lora_layer_shapes
+    from oplora.tasks.llava.model import base_parameter_count, lora_layer_shapes
     from peft import LoraConfig, get_peft_model
     from transformers import LlavaForConditionalGeneration
 
