@@ -33,6 +33,7 @@ _EXPORTS = {
     "SpecError": "oplora.run.spec",
     "run_spec": "oplora.run.runner",
     "InputError": "oplora.run.runner",
+    "TrainingDiverged": "oplora.training.loop",
 }
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "OPLoRAConfig",
     "OPLoRAModel",
     "SpecError",
+    "TrainingDiverged",
     "attach",
     "collapse",
     "load_generator",
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from .generator import FactorGenerator
     from .run.runner import InputError, run_spec
     from .run.spec import SpecError, validate_spec
+    from .training.loop import TrainingDiverged
 
 
 def __getattr__(name: str) -> Any:

@@ -2,11 +2,11 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { CancelledError, ProcessCrashedError } from "../../sdk/errors.js";
+import { CancelledError, ProcessCrashedError, TrainingFailedError } from "../../sdk/errors.js";
 import { RunResult } from "../../sdk/result.js";
 import { run } from "../../sdk/run.js";
 import { readEvents } from "../../sdk/run-dir.js";
-import { FAKE_PYTHON, tempRunDir } from "./helpers.js";
+import { FAKE_PYTHON, tempRunDir, VENV_PYTHON } from "./helpers.js";
 
 const SPEC = { task: "matrix_factorization", device: "cpu" } as const;
 
@@ -51,4 +51,24 @@ describe("run", () => {
     await handle.done();
     expect(handle.events).toEqual([]);
   });
+
+  it("a real MF run whose loss goes NaN -> TrainingFailedError of type TrainingDiverged naming step and lr", async () => {
+    const outDir = tempRunDir();
+    const spec = {
+      ...SPEC,
+      matrix: { rows: 8, cols: 6 },
+      adapter: { kind: "lora", r: 2 },
+      optimizer: { name: "sgd", lr: 1e6 },
+      train: { steps: 30, log_every: 1 },
+    } as const;
+    const err = await run(spec, { outDir, python: VENV_PYTHON })
+      .result()
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(TrainingFailedError);
+    expect(err.type).toBe("TrainingDiverged");
+    expect(err.pythonMessage).toMatch(
+      /^training diverged at step \d+: loss (nan|inf) with lr 1e\+06; lower optimizer\.lr/,
+    );
+    expect(err.result.status).toBe("failed");
+  }, 60_000);
 });

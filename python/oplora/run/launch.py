@@ -133,10 +133,12 @@ def relaunch_if_needed(spec: dict[str, Any], ctx: Any) -> dict[str, Any] | None:
     if proc.returncode != 0:
         err = tmp / "error.json"
         detail = json.loads(err.read_text()) if err.exists() else {}
-        if detail.get("type") == "InputError":
-            from .runner import InputError
+        from ..training.loop import TrainingDiverged
+        from .runner import InputError
 
-            raise InputError(detail["message"])
+        kept: dict[str, type[Exception]] = {"InputError": InputError, "TrainingDiverged": TrainingDiverged}
+        if detail.get("type") in kept:  # rank 0's own error, so result.json names it as a 1-process run would
+            raise kept[detail["type"]](detail["message"])
         raise RuntimeError(
             f"accelerate launch with {n} processes exited {proc.returncode}: "
             f"{detail.get('message', 'see stderr')}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -200,6 +201,29 @@ def peak_memory_bytes(device: torch.device, baseline: int = 0) -> int:
     return max(0, _max_rss_bytes() - baseline)
 
 
+# --- divergence -------------------------------------------------------------------------------
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or ±inf: the run stops there, before the update that step would apply,
+    so the weights (and every checkpoint written so far) are the last finite ones."""
+
+
+def diverged(step: int, loss: float, lrs: Iterable[float], fix: str) -> TrainingDiverged:
+    """The error for a non-finite `loss` at optimizer step `step` under learning rates `lrs`; `fix` names the
+    spec fields to change, e.g. "lower optimizer.lr"."""
+    lr = ", ".join(f"{x:g}" for x in sorted(set(lrs)))
+    return TrainingDiverged(f"training diverged at step {step}: loss {loss} with lr {lr}; {fix}")
+
+
+def _diverged_fix(accelerator: Any, max_grad_norm: float) -> str:
+    """The fields of the model tasks' `train` block that tame a diverging run."""
+    fix = f"lower optimizer.lr or train.max_grad_norm (was {max_grad_norm:g})"
+    if accelerator.mixed_precision == "fp16":
+        fix += ', or set train.mixed_precision to "bf16" or "no" (was "fp16")'
+    return fix
+
+
 def optimizer_step(
     accelerator: Any,
     module: nn.Module,
@@ -207,9 +231,15 @@ def optimizer_step(
     params: list[nn.Parameter],
     max_grad_norm: float,
     micro_losses: Iterable[Callable[[], torch.Tensor]],
+    step: int,
 ) -> float:
-    """One optimizer step over gradient-accumulation micro-batches, the accelerate way: each callable
-    computes one micro-batch's loss; gradients sync, clip and step on the last. Returns the mean loss.
+    """Optimizer step `step` (1-based) over gradient-accumulation micro-batches, the accelerate way: each
+    callable computes one micro-batch's loss; gradients sync, clip and step on the last. Returns the mean
+    loss over the micro-batches and the processes (the one all-reduce of a step, on the last micro-batch).
+
+    A non-finite mean loss raises `TrainingDiverged` before the update, on every process alike, so the
+    weights stay the last finite ones. Only the loss counts: under fp16 a non-finite gradient is the
+    GradScaler's business (it skips that step and lowers its scale).
 
     OP-LoRA (`module` unwraps to an `OPLoRAModel`): A and B are generated once for the step, every
     micro-batch's backward accumulates into them, and the generator's backward runs once, before clipping
@@ -220,16 +250,25 @@ def optimizer_step(
     op = accelerator.unwrap_model(module)
     per_step = op.generation_per_step() if isinstance(op, OPLoRAModel) else contextlib.nullcontext()
     losses: list[float] = []
+    mean: float | None = None  # set on the micro-batch that syncs and steps
     with per_step as factors:
         for loss_fn in micro_losses:
             with accelerator.accumulate(module):
                 loss = loss_fn()
                 accelerator.backward(loss)
+                losses.append(float(loss.detach()))  # its host sync, as before: no new one
                 if accelerator.sync_gradients:
+                    mean = sum(losses) / len(losses)
+                    if accelerator.num_processes > 1:
+                        mean = float(
+                            accelerator.reduce(torch.tensor(mean, device=accelerator.device), "mean")
+                        )
+                    if not math.isfinite(mean):
+                        lrs = [g["lr"] for g in optimizer.param_groups]
+                        raise diverged(step, mean, lrs, _diverged_fix(accelerator, max_grad_norm))
                     if factors is not None:
                         factors.backward()
                     accelerator.clip_grad_norm_(params, max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-    return sum(losses) / len(losses)
+    return mean if mean is not None else sum(losses) / len(losses)

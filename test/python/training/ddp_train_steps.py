@@ -57,7 +57,7 @@ def train(rank: int, world: int, steps: int = STEPS, mode: str = "lora") -> dict
     ids = torch.randint(0, 100, (STEPS, ACCUM, GLOBAL_BATCH, SEQ), generator=torch.Generator().manual_seed(3))
     for step in range(steps):
         micro = [functools.partial(_loss, module, ids[step, m, rank::world]) for m in range(ACCUM)]
-        optimizer_step(accelerator, module, optimizer, params, 1e9, micro)
+        optimizer_step(accelerator, module, optimizer, params, 1e9, micro, step + 1)
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(module).named_parameters()
     return {n: p.detach().clone() for n, p in trained if p.requires_grad}

@@ -222,7 +222,7 @@ def _accumulation_grads(op, micro_losses, per_step: bool) -> tuple[list[torch.Te
         acc = build_accelerator(
             {"gradient_accumulation_steps": 4, "mixed_precision": "no"}, torch.device("cpu")
         )
-        optimizer_step(acc, op, acc.prepare(opt), params, 1e9, micro_losses)
+        optimizer_step(acc, op, acc.prepare(opt), params, 1e9, micro_losses, step=1)
     else:
         for loss_fn in micro_losses:
             (loss_fn() / 4).backward()
@@ -290,3 +290,47 @@ def test_optimizer_step_generates_once_llama_gradient_checkpointing(make_tiny_ll
     assert (n_want, n_got) == (4, 1)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6 * float(w.abs().max()))
+
+
+# --- optimizer_step: a non-finite loss stops the run before its update -------------------------------------
+
+
+def _accumulating(gas: int) -> tuple:
+    acc = build_accelerator(
+        {"gradient_accumulation_steps": gas, "mixed_precision": "no"}, torch.device("cpu")
+    )
+    m = _model()
+    opt = acc.prepare(build_optimizer(_trainable(m), {"name": "sgd", "lr": 0.1}))
+    return acc, m, opt
+
+
+def test_optimizer_step_raises_on_a_non_finite_loss_before_the_update() -> None:
+    """Accumulation 3, the second micro-batch's loss NaN: the step's mean is NaN, so `TrainingDiverged` names
+    the step, the loss and the lr, and the weights are the ones before the step."""
+    from oplora.training.loop import TrainingDiverged, optimizer_step
+
+    acc, m, opt = _accumulating(3)
+    x = torch.randn(2, 4)
+    losses = [lambda: m(x).pow(2).mean(), lambda: m(x).sum() * float("nan"), lambda: m(x).pow(2).mean()]
+    before = [p.detach().clone() for p in _trainable(m)]
+    with pytest.raises(TrainingDiverged, match=r"at step 7: loss nan with lr 0\.1; lower optimizer\.lr"):
+        optimizer_step(acc, m, opt, _trainable(m), 1.0, losses, step=7)
+    for p, b in zip(_trainable(m), before, strict=True):
+        assert torch.equal(p, b)
+
+
+def test_optimizer_step_a_non_finite_gradient_alone_is_not_divergence() -> None:
+    """A finite loss with a non-finite gradient (what fp16's GradScaler skips) does not stop the run."""
+    from oplora.training.loop import optimizer_step
+
+    acc, m, opt = _accumulating(2)
+    x = torch.randn(2, 4)
+    grads: list[bool] = []
+    opt.optimizer.register_step_pre_hook(lambda *_: grads.append(torch.isfinite(m[2].bias.grad).all().item()))
+
+    def loss() -> torch.Tensor:  # 0, with sqrt's inf slope at 0
+        y = m(x)
+        return (y - y.detach()).abs().sqrt().sum()
+
+    assert optimizer_step(acc, m, opt, _trainable(m), 1.0, [loss, loss], step=1) == 0.0
+    assert grads == [False]

@@ -43,6 +43,7 @@ interface Stored {
     value: number | null;
     run_id: string | null;
     steps: number | null;
+    error: string | null;
   }[];
 }
 
@@ -59,7 +60,8 @@ for s in optuna.get_all_study_summaries(url):
     out.append({"name": s.study_name,
                 "best": best and {"number": best.number, "value": best.value, "params": best.params},
                 "trials": [{"number": t.number, "state": t.state.name, "value": t.value,
-                            "run_id": t.user_attrs.get("run_id"), "steps": t.user_attrs.get("steps")}
+                            "run_id": t.user_attrs.get("run_id"), "steps": t.user_attrs.get("steps"),
+                            "error": t.user_attrs.get("error")}
                            for t in st.trials]})
 print(json.dumps(out))`;
   const r = await execa(VENV_PYTHON, ["-c", code, join(dir, SEARCH_DB)]);
@@ -170,4 +172,29 @@ await h;`,
     for (const s of after) expect(finished(s)).toHaveLength(6);
     for (const s of results.search?.studies ?? []) expect(s.trials).toHaveLength(6);
   }, 600_000);
+
+  it("a diverging trial stops at its first NaN loss: failed row with TrainingDiverged, Optuna FAIL with the message", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "oplora-search-diverge-"));
+    const diverging: SpecInput = { ...base, matrix: { rows: 8, cols: 6 }, optimizer: { name: "sgd" } };
+    const block = { ...search(2), space: { "optimizer.lr": { low: 1e5, high: 1e6, log: true } } };
+    const { results } = await collect(
+      sweep(diverging, { axes: { "adapter.kind": ["lora"] }, outDir: dir, concurrency: 1, search: block }),
+    );
+    expect(results.rows.map((r) => [r.status, r.error?.type])).toEqual([
+      ["failed", "TrainingDiverged"],
+      ["failed", "TrainingDiverged"],
+    ]);
+    expect(results.search?.studies[0]?.trials.map((t) => t.state)).toEqual(["fail", "fail"]);
+    const [study] = await loadStudies(dir);
+    expect(study?.trials).toHaveLength(2);
+    for (const t of study?.trials ?? []) {
+      expect(t.state).toBe("FAIL");
+      const row = results.rows.find((r) => r.id === t.run_id);
+      expect(t.error).toMatch(
+        /^training diverged at step \d+: loss (nan|inf) with lr [\d.e+]+; lower optimizer\.lr/,
+      );
+      expect(t.error).toBe(row?.error?.message);
+      expect(t.steps).toBeLessThan(STEPS);
+    }
+  }, 120_000);
 });

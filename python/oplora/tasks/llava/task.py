@@ -147,8 +147,10 @@ def _optimizer_step(
     train: dict[str, Any],
     device: torch.device,
     dtype: torch.dtype,
+    step: int,
 ) -> tuple[float, int]:
-    """One optimizer step over `gradient_accumulation_steps` micro-batches: (mean loss, tokens seen)."""
+    """Optimizer step `step` over `gradient_accumulation_steps` micro-batches: (mean loss over them and the
+    processes, tokens seen)."""
     from ...training.loop import optimizer_step
     from .train import forward_logits, masked_loss, to_device
 
@@ -165,10 +167,8 @@ def _optimizer_step(
             total, count = masked_loss(forward_logits(module, batch), batch["labels"])
         return total / count.clamp(min=1)
 
-    accum = train["gradient_accumulation_steps"]
-    loss = optimizer_step(
-        accelerator, module, optimizer, params, train["max_grad_norm"], (micro_loss for _ in range(accum))
-    )
+    micro = (micro_loss for _ in range(train["gradient_accumulation_steps"]))
+    loss = optimizer_step(accelerator, module, optimizer, params, train["max_grad_norm"], micro, step)
     return loss, n_tok
 
 
@@ -296,12 +296,11 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     while step < train["steps"]:
         t0 = time.perf_counter()
         step_loss, n_tok = _optimizer_step(
-            accelerator, module, optimizer, batches, params, train, device, dtype
+            accelerator, module, optimizer, batches, params, train, device, dtype, step + 1
         )
         tokens, session_tokens = tokens + n_tok, session_tokens + n_tok
         scheduler.step()
         step += 1
-        step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "mean"))
         losses.append(step_loss)
         train_s += time.perf_counter() - t0
         if step % train["log_every"] == 0 or step == train["steps"]:

@@ -224,6 +224,7 @@ class Fit:
     peft_model: nn.Module
     module: nn.Module
     delta: torch.Tensor
+    divergence: tuple[int, float] | None = None  # (step, loss) of the first non-finite loss recorded
 
 
 def fit(
@@ -235,7 +236,8 @@ def fit(
 
     Every `train.log_every` steps (and at the last) the loss and ΔW's effective rank are recorded and
     `on_log(step, total_steps, loss, relative_excess)` is called. A run whose loss becomes non-finite
-    stops there and is reported with `diverged: true` and null final values.
+    stops there and is reported with `diverged: true` and null final values (`Fit.divergence` holds the step
+    and the loss; `run` raises `TrainingDiverged` with them).
     """
     m = spec["matrix"]
     with torch_threads(device, int(m["rows"]) * int(m["cols"])):
@@ -267,10 +269,13 @@ def _fit(
     losses = torch.full((steps + 1,), float("nan"), dtype=torch.float64, device=device)
     loss_curve: list[dict[str, Any]] = []
     rank_curve: list[dict[str, Any]] = []
+    divergence: list[tuple[int, float]] = []
 
     def record(step: int, loss: float, delta: torch.Tensor) -> bool:
         rel = (loss - opt_loss) / init_excess
         finite = math.isfinite(loss)
+        if not finite:
+            divergence.append((step, loss))
         loss_curve.append({"step": step, "loss": loss if finite else None})  # JSON has no NaN
         rank_curve.append({"step": step, "effective_rank": effective_rank(delta) if finite else None})
         if on_log is not None:
@@ -324,23 +329,24 @@ def _fit(
         **tensor_peak_metric(),
         "wall_s": time.perf_counter() - t0,
     }
-    return Fit(metrics=metrics, peft_model=peft_model, module=module, delta=delta)
+    return Fit(metrics, peft_model, module, delta, divergence[0] if divergence else None)
 
 
 # --- the task -----------------------------------------------------------------------------------------------
 
 
 def run(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
-    """One MF / OP-MF run: train, emit a step event every log_every steps, export the (collapsed) adapter."""
+    """One MF / OP-MF run: train, emit a step event every log_every steps, export the (collapsed) adapter.
+    A non-finite loss (seen at a log step: the loop keeps losses on the device) raises `TrainingDiverged`
+    naming that step, the loss after that many updates; no adapter is written."""
     from ...training.export import save_adapter
+    from ...training.loop import diverged
 
     result = fit(spec, ctx.device, on_log=lambda s, n, loss, rel: ctx.step(s, n, loss, relative_excess=rel))
     metrics = result.metrics
-    if metrics["diverged"]:
-        raise RuntimeError(
-            f"training diverged (non-finite loss by step {metrics['steps_done'] + 1}); lower optimizer.lr "
-            f"(was {metrics['lr']:g} with {metrics['optimizer']})"
-        )
+    if result.divergence is not None:  # nothing exported: ΔW is no longer finite
+        step, loss = result.divergence
+        raise diverged(step, loss, [metrics["lr"]], f"lower optimizer.lr ({metrics['optimizer']})")
     out = ctx.path("adapter")
     plain = save_adapter(result.module, out, ctx=ctx, step=metrics["steps_done"])
     with torch.no_grad():

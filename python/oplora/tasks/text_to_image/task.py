@@ -285,9 +285,8 @@ class Trainer:
         module.train()
         for step in range(start + 1, total + 1):
             micro = (functools.partial(self.micro_step, module, (step - 1) * gas + m, bs) for m in range(gas))
-            mean_loss = optimizer_step(acc, module, optimizer, params, tr["max_grad_norm"], micro)
+            loss_value = optimizer_step(acc, module, optimizer, params, tr["max_grad_norm"], micro, step)
             scheduler.step()
-            loss_value = float(acc.gather(torch.tensor(mean_loss, device=acc.device)).mean())
             history["loss"].append([step, loss_value])
             if step % tr["log_every"] == 0 or step == total:
                 ctx.step(step, total, loss_value, lr=scheduler.get_last_lr()[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -161,8 +162,12 @@ def test_the_task_fails_a_diverged_run_with_advice(tmp_path):
         "train": {"steps": 30},
     }
     result, code = run_spec(raw, tmp_path / "run")
-    assert code == 1 and result["status"] == "failed"
-    assert "diverged" in result["error"]["message"] and "optimizer.lr" in result["error"]["message"]
+    assert code == 1 and result["status"] == "failed" and result["error"]["type"] == "TrainingDiverged"
+    assert re.fullmatch(
+        r"training diverged at step \d+: loss (nan|inf) with lr 1e\+06; lower optimizer\.lr \(sgd\)",
+        result["error"]["message"],
+    ), result["error"]["message"]
+    assert not (tmp_path / "run" / "adapter").exists()  # ΔW is no longer finite: nothing exported
 
 
 def test_threshold_key():

@@ -333,3 +333,26 @@ def test_bf16_mixed_precision_trains(assets, tmp_path):
     assert np.isfinite(result["metrics"]["final_loss"])
     weights = load_file(str(tmp_path / "run" / "diffusers_lora" / "pytorch_lora_weights.safetensors"))
     assert weights and {w.dtype for w in weights.values()} == {torch.float32}
+
+
+def test_a_diverging_run_fails_and_keeps_its_last_finite_checkpoint(assets, tmp_path):
+    """lr 1e30: step 1's update is finite (huge), step 2's loss is NaN. The run stops at step 2 before the
+    update: result.json says TrainingDiverged with the step and lr, step 1's checkpoint stays and is finite,
+    and neither a step-2 checkpoint nor an adapter is written."""
+    spec = make_spec(
+        assets,
+        kind="op-lora",
+        optimizer={"lr": 1e30},
+        train={"steps": 3, "gradient_accumulation_steps": 2},
+        eval={"prompts": []},
+    )
+    result, code = run_spec(spec, tmp_path / "run")
+    assert code == 1 and result["status"] == "failed" and result["error"]["type"] == "TrainingDiverged"
+    assert result["error"]["message"] == (
+        "training diverged at step 2: loss nan with lr 1e+30; lower optimizer.lr or train.max_grad_norm (was 1)"
+    )
+    run = tmp_path / "run"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000001"]
+    weights = load_file(str(run / "checkpoints" / "step-000001" / "trainable.safetensors"))
+    assert weights and all(torch.isfinite(w).all() for w in weights.values())
+    assert not (run / "diffusers_lora").exists() and not (run / "adapter").exists()
