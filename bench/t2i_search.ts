@@ -117,7 +117,7 @@ const result = {
   confirmed_tail_loss_ratios:
     "lora" in confirmed ? arms<Record<string, number>>("ratios(x)", confirmed) : null,
   wall_s: (performance.now() - t0) / 1000,
-  note: "best_tail_loss: the study's best trial (seed 0); confirm_*: that lr re-run on the confirmation seeds; ratios are of confirm_mean_tail_loss. trial_steps counts the steps every trial ran (pruned ones up to the pruner's stop). The median pruner compares each step's one-batch loss against the other trials' at that step, after 5 startup trials.",
+  note: "best_tail_loss: the study's best trial (seed 0); confirm_*: that lr re-run on the confirmation seeds; ratios are of confirm_mean_tail_loss. trial_steps counts the steps every trial ran (pruned ones up to the pruner's stop). The median pruner compares each trial's mean loss of the last 10 steps (its best so far) against the median of the complete trials' at that step, from step warmupSteps (default floor(steps / 4): 10 of 40) on, after 5 startup trials.",
 };
 const outArg = process.argv.indexOf("--out");
 const outPath =

@@ -33,6 +33,13 @@ export function metricsSchemaFor(task: string): z.ZodType {
 }
 
 /**
+ * `tail_loss`'s window: the mean training loss of the last min(TAIL_STEPS, steps) steps. Python computes
+ * the metric (TAIL_STEPS in python/oplora/tasks/text_to_image/task.py, which this must equal); the SDK's
+ * search reports the same mean to its pruner (sweep/search.ts `tailLoss`).
+ */
+export const TAIL_STEPS = 10;
+
+/**
  * The headline scalars of each task, in the order `listRuns` / `oplora runs` show them: matrix
  * factorisation `relative_excess` (0 at the Eckart-Young optimum) and `final_loss`; text-to-image
  * `final_loss`, `tail_loss` (the mean loss of the last 10 steps) and `cmmd`; LLaVA `final_loss`, `eval_loss`

@@ -3,8 +3,9 @@
  *
  *   SearchProcess   `python -m oplora search` (run/search.py): open / ask / report / tell over stdin + fd 3
  *   runStudies      per study: ask for trials while fewer than `trials` are done, run each on a lane (the
- *                   sweep's Lane contract, any backend), report every step's loss, cancel a trial the
- *                   pruner stops (recorded `pruned` with the steps it ran), tell the outcome
+ *                   sweep's Lane contract, any backend), report every step's `tailLoss` (the mean loss of
+ *                   the last TAIL_STEPS steps), cancel a trial the pruner stops after the cell's
+ *                   `warmupSteps` (recorded `pruned` with the steps it ran), tell the outcome
  *
  * The studies live in SWEEP/search.db (Optuna's RDB storage): a killed search resumes where it was. A trial
  * whose run directory already holds a succeeded result for the same spec is told from it, not re-run.
@@ -13,6 +14,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PythonProcess } from "../bridge/process.js";
 import type { RunEvent } from "../events.js";
+import { TAIL_STEPS } from "../metrics.js";
 import { type RunResult, scalarMetrics } from "../result.js";
 import { writeFileAtomic } from "../run-dir.js";
 import type { SpecInput } from "../spec/index.js";
@@ -129,6 +131,20 @@ export interface StudyContext {
   ) => Promise<void>;
 }
 
+/**
+ * The value a trial reports at each step: the mean of the losses logged in the last TAIL_STEPS steps (with
+ * `log_every` 1, the trial's `tail_loss` were it to end there), steadier than one batch's loss.
+ * Returns a function taking each step's (step, loss) and giving that mean.
+ */
+export function tailLoss(): (step: number, loss: number) => number {
+  const recent: { step: number; loss: number }[] = [];
+  return (step, loss) => {
+    recent.push({ step, loss });
+    while ((recent[0]?.step ?? step) <= step - TAIL_STEPS) recent.shift();
+    return recent.reduce((a, r) => a + r.loss, 0) / recent.length;
+  };
+}
+
 /** Run one trial of a study on `lane`: reuse a finished run, else run it, pruning on the study's word. */
 async function runOne(ctx: StudyContext, cell: SearchCell, lane: Lane): Promise<void> {
   const { number, params } = await ctx.search.request<{ number: number; params: Record<string, unknown> }>(
@@ -148,12 +164,14 @@ async function runOne(ctx: StudyContext, cell: SearchCell, lane: Lane): Promise<
     ctx.signal.addEventListener("abort", stop, { once: true });
     let reports = Promise.resolve();
     let broken: unknown;
+    const tail = tailLoss();
     const onEvent = (ev: RunEvent) => {
       ctx.onEvent(trial, ev);
       if (ev.type !== "step" || ev.loss === null || prune.signal.aborted) return;
       steps = ev.step;
+      const loss = tail(ev.step, ev.loss);
       if (ev.step >= cell.maxSteps) return; // the last step: nothing left to save by pruning
-      const value = ctx.block.direction === "minimize" ? ev.loss : -ev.loss;
+      const value = ctx.block.direction === "minimize" ? loss : -loss;
       reports = reports
         .then(async () => {
           const r = await ctx.search.request<{ prune: boolean }>("report", {
@@ -206,6 +224,7 @@ export async function runStudy(ctx: StudyContext, cell: SearchCell): Promise<Stu
     space: b.space,
     startup_trials: b.startupTrials,
     max_steps: cell.maxSteps,
+    warmup_steps: cell.warmupSteps,
     ...(b.seed !== undefined && { seed: b.seed }),
   });
   let claimed = opened.done;

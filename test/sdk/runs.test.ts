@@ -338,8 +338,8 @@ describe("listRuns / showRun: unstarted trials of a base that leaves the adapter
 describe("listRuns: a real search sweep's pruned trials", () => {
   it("a trial its median pruner stopped (result.json cancelled, manifest pruned) is listed pruned", async () => {
     const dir = tempRunDir("search");
-    // lr over 1e-4..1: after 2 startup trials TPE (seed 0) tries an lr near 1e-4, far behind the median at
-    // step 10 of 300, and the pruner stops it
+    // lr over 1e-4..1: after 2 startup trials TPE (seed 0) tries an lr near 1e-4, still far behind the
+    // median after the default warm-up (75 of 300 steps), and the pruner stops it
     const handle = sweep(
       { ...base, optimizer: { name: "adam" }, train: { steps: 300, log_every: 10 } },
       {

@@ -2,9 +2,10 @@
 
     SDK ──stdin──► {"id": 1, "cmd": "open", "study": "...", "storage": "/sweep/search.db", "sampler": "tpe",
                     "pruner": "median", "direction": "minimize", "space": {...}, "startup_trials": 5,
-                    "max_steps": 60, "seed": 0}
+                    "max_steps": 60, "warmup_steps": 15, "seed": 0}
                    {"id": 2, "cmd": "ask", "study": "..."}                    -> {"number", "params"}
                    {"id": 3, "cmd": "report", "study", "number", "step", "value"} -> {"prune": bool}
+                     (value: the mean loss of the last 10 steps, search.ts `tailLoss`)
                    {"id": 4, "cmd": "tell", "study", "number", "state", "value", "attrs"}
                    {"id": 5, "cmd": "trials", "study"}                       -> {"trials": [...]}
     SDK ◄──fd 3──  {"search": "ready"} once, then {"reply": id, ...} or {"reply": id, "error": "..."}
@@ -12,6 +13,8 @@
 The study lives in Optuna's own RDB storage (a SQLite file), so a killed search resumes: `open` marks the
 trials an earlier process left RUNNING as FAIL (attr `interrupted`) and enqueues their params again, so they
 are asked first. `done` counts COMPLETE + PRUNED + FAIL-with-`error` trials (an interrupted one is not done).
+The pruner is not stored: each `open` builds it from the request, so a study created before `warmup_steps`
+existed (absent: 0) reopens and prunes with the warm-up from then on.
 Standard input reaching EOF ends the process.
 """
 
@@ -50,11 +53,19 @@ def _grid_values(d: dict[str, Any]) -> list[Any]:
     return sorted({round(v) for v in values}) if d.get("int") else values
 
 
-def _pruner(name: str, startup: int, max_steps: int) -> optuna.pruners.BasePruner:
+def _pruner(name: str, startup: int, max_steps: int, warmup: int = 0) -> optuna.pruners.BasePruner:
+    """The study's pruner; none prunes a trial before step `warmup` (the search block's `warmupSteps`).
+
+    median: prune at step s >= warmup when the trial's best value so far is worse than the median of the
+    complete trials' values at s (once `startup` trials are complete). hyperband: the first rung ends at
+    min_resource = max(1, warmup) steps, so that is also its earliest prune.
+    """
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_steps, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, warmup), max_resource=max_steps, reduction_factor=3
+        )
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {name!r}")
@@ -107,7 +118,7 @@ class Search:
             study_name=req["study"],
             storage=f"sqlite:///{req['storage']}",
             sampler=_sampler(req["sampler"], space, startup, req.get("seed")),
-            pruner=_pruner(req["pruner"], startup, int(req["max_steps"])),
+            pruner=_pruner(req["pruner"], startup, int(req["max_steps"]), int(req.get("warmup_steps", 0))),
             direction=req["direction"],
             load_if_exists=True,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from oplora.run.search import Search
+from oplora.run.search import Search, _pruner
 from optuna.trial import TrialState
 
 SPACE = {"optimizer.lr": {"low": 1e-3, "high": 1.0, "log": True}}
@@ -71,3 +71,37 @@ def test_grid_sampler_tells_the_last_grid_point(tmp_path):
     study = optuna.load_study(study_name="arm", storage=f"sqlite:///{db}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     assert sorted(t.params["optimizer.lr"] for t in study.trials) == pytest.approx([1e-3, 1e-2, 1e-1])
+
+
+def test_median_pruner_waits_out_the_warmup_then_prunes(tmp_path):
+    """Before `warmup_steps` a far worse value is not pruned; from that step on it is."""
+    s = Search()
+    _open(s, str(tmp_path / "search.db"), warmup_steps=4)
+    good = s.ask({"study": "arm"})
+    for step in range(1, 10):
+        s.report({"study": "arm", "number": good["number"], "step": step, "value": 0.1})
+    s.tell({"study": "arm", "number": good["number"], "state": "complete", "value": 0.1, "attrs": {}})
+    bad = s.ask({"study": "arm"})
+    verdicts = [
+        s.report({"study": "arm", "number": bad["number"], "step": step, "value": 100.0})["prune"]
+        for step in range(1, 6)
+    ]
+    assert verdicts == [False, False, False, True, True]
+
+
+@pytest.mark.parametrize(("warmup", "min_resource"), [(0, 1), (1, 1), (7, 7)])
+def test_pruner_takes_the_warmup(warmup, min_resource):
+    median = _pruner("median", 2, 20, warmup)
+    assert isinstance(median, optuna.pruners.MedianPruner) and median._n_warmup_steps == warmup
+    hyperband = _pruner("hyperband", 2, 20, warmup)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner) and hyperband._min_resource == min_resource
+
+
+def test_a_study_opened_without_warmup_steps_reopens_with_them(tmp_path):
+    """An SDK from before `warmupSteps` sent no warmup_steps: its study reopens, trials kept."""
+    db = str(tmp_path / "search.db")
+    old = Search()
+    _open(old, db)  # no warmup_steps in the request
+    t = old.ask({"study": "arm"})
+    old.tell({"study": "arm", "number": t["number"], "state": "complete", "value": 0.5, "attrs": {}})
+    assert _open(Search(), db, warmup_steps=5) == {"done": 1, "requeued": 0}

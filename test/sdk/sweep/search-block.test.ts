@@ -47,6 +47,13 @@ describe("search block validation", () => {
     expect(block).toMatchObject({ sampler: "tpe", pruner: "median", direction: "minimize" });
   });
 
+  it("warmupSteps: a quarter of each cell's steps by default, as given otherwise", () => {
+    const stepsAxis = { axes: { "train.steps": [8, 30] } };
+    expect(planSearch(base, stepsAxis, good).cells.map((c) => c.warmupSteps)).toEqual([2, 7]);
+    const given = planSearch(base, stepsAxis, { ...good, warmupSteps: 5 });
+    expect(given.cells.map((c) => c.warmupSteps)).toEqual([5, 5]);
+  });
+
   it.each([
     [
       "unknown path",
@@ -76,6 +83,12 @@ describe("search block validation", () => {
     ["unknown sampler", { ...good, sampler: "cmaes" }, /search\.sampler: /],
     ["unknown pruner", { ...good, pruner: "asha" }, /search\.pruner: /],
     ["unknown key", { ...good, trails: 3 }, /search: .*trails/],
+    [
+      "warmupSteps not below the trial's steps",
+      { ...good, warmupSteps: 30 },
+      /search\.warmupSteps: 30 must be below the trial's steps \(train\.steps = 30 in adapter\.kind=lora\)/,
+    ],
+    ["a negative warmupSteps", { ...good, warmupSteps: -1 }, /search\.warmupSteps: /],
     [
       "a searched path that is also an axis",
       { ...good, space: { "adapter.kind": { choices: ["lora"] } } },

@@ -1,5 +1,5 @@
 /**
- * Real MF searches on the CPU (24x24, r = 2, 40 steps): two arms (LoRA, OP-LoRA), one Optuna study each,
+ * Real MF searches on the CPU (24x24, r = 2, 200 steps, ~1.5 s a trial): two arms (LoRA, OP-LoRA), one Optuna study each,
  * median pruner, warm workers. The stored studies are read back with optuna.load_study in a Python
  * subprocess. The whole file takes a few minutes on a busy 2-core machine.
  */
@@ -8,8 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
+import { TAIL_STEPS } from "../../../sdk/metrics.js";
 import type { SpecInput } from "../../../sdk/spec/index.js";
-import { SEARCH_DB } from "../../../sdk/sweep/search.js";
+import { SEARCH_DB, tailLoss } from "../../../sdk/sweep/search.js";
 import { type SweepEvent, type SweepOptions, type SweepResults, sweep } from "../../../sdk/sweep/sweep.js";
 import { REPO, VENV_PYTHON, waitUntil } from "../helpers.js";
 
@@ -19,9 +20,11 @@ const base: SpecInput = {
   matrix: { rows: 24, cols: 24 },
   adapter: { kind: "lora", r: 2 },
   optimizer: { name: "adam" },
-  train: { steps: 40, log_every: 5 },
+  // 200 steps: the default warm-up is 50, and a trial must still be running when the pruner's verdict at
+  // step 50 comes back (at 40 steps a whole trial took ~0.3 s and ended before it did)
+  train: { steps: 200, log_every: 10 },
 };
-const STEPS = 40;
+const STEPS = 200;
 const axes = { "adapter.kind": ["lora", "op-lora"] } as const;
 const search = (trials: number) => ({
   space: { "optimizer.lr": { low: 1e-3, high: 1, log: true } },
@@ -75,6 +78,21 @@ async function collect(handle: AsyncIterable<SweepEvent> & PromiseLike<SweepResu
   for await (const ev of handle) events.push(ev);
   return { events, results: await handle };
 }
+
+describe("tailLoss: the value a trial reports to the pruner", () => {
+  it("is the mean of the losses logged in the last TAIL_STEPS steps, as tail_loss in Python", () => {
+    const py = readFileSync(join(REPO, "python/oplora/tasks/text_to_image/task.py"), "utf8");
+    expect(py).toMatch(new RegExp(`^TAIL_STEPS = ${TAIL_STEPS}$`, "m"));
+    const each = tailLoss();
+    const losses = Array.from({ length: 15 }, (_, i) => i + 1); // step s has loss s
+    const means = losses.map((l, i) => each(i + 1, l));
+    expect(means.slice(0, 3)).toEqual([1, 1.5, 2]); // min(10, steps so far)
+    expect(means[9]).toBe(5.5);
+    expect(means[14]).toBe(10.5); // steps 6..15
+    const every5 = tailLoss(); // log_every 5: the logged losses of steps 6..15 are those of 10 and 15
+    expect([5, 10, 15].map((s) => every5(s, s))).toEqual([5, 7.5, 12.5]);
+  });
+});
 
 describe("search (real MF runs, Optuna studies)", () => {
   it("two arms x 10 trials, median pruner: pruned trials stop early; best per arm = the stored study's best", async () => {
