@@ -37,6 +37,9 @@ describe("report of a search sweep", () => {
         trials: 4,
         sampler: "grid",
         pruner: "median",
+        // prune from the first report: these 40-step trials end in well under a second, and a later
+        // first chance to prune could come after the run has already ended
+        warmupSteps: 0,
         objective: "final_loss",
         startupTrials: 1,
         confirmSeeds: [1],
