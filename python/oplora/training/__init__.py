@@ -12,6 +12,7 @@ A checkpoint holds only the *trainable* parameters, by name (the generator's for
 lora_B for LoRA), so it stays small next to a frozen base of billions of parameters, and works whether or
 not the module was wrapped by accelerate (names are taken from the unwrapped module).
 
-Modules: `loop` (optimizer, schedule, accelerator, the step and its divergence check, precision, peak memory), `state` (checkpoints with RNG
-states), `export` (PEFT adapter directories), `dataset_source` (Hugging Face datasets and image folders).
+Modules: `loop` (optimizer, schedule, accelerator, the step and its divergence check, precision, peak
+memory), `state` (checkpoints with RNG states), `export` (PEFT adapter directories), `dataset_source` (Hugging
+Face datasets and image folders).
 """

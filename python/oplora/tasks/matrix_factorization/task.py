@@ -282,7 +282,7 @@ def _fit(
             on_log(step, steps, loss, rel)
         return finite
 
-    done, diverged = 0, False
+    done = 0
     for step in range(steps):
         delta = delta_fn()  # (rows, cols)
         loss = (delta - target_f).pow(2).mean()
@@ -291,19 +291,17 @@ def _fit(
         optimizer.step()
         losses[step] = loss.detach()
         if step % log_every == 0 and not record(step, float(losses[step]), delta.detach()):
-            diverged = True
             break
         done = step + 1
 
     with torch.no_grad():
         delta = delta_fn().detach()
         final_loss = float((delta.double() - target.matrix.to(device)).pow(2).mean())
-    if not diverged:
+    if not divergence:
         losses[steps] = final_loss
-        if not record(steps, final_loss, delta):
-            diverged = True
+        record(steps, final_loss, delta)
     relative = ((losses[: done + 1] - opt_loss) / init_excess).cpu()
-    finite = not diverged
+    finite = not divergence
     excess = final_loss - opt_loss if finite else None
     metrics = {
         "arm": "OP-MF" if adapter["kind"] == "op-lora" else "MF",
@@ -313,7 +311,7 @@ def _fit(
         "seed": int(spec["seed"]),
         "steps": steps,
         "steps_done": done,
-        "diverged": diverged,
+        "diverged": not finite,
         "final_loss": final_loss if finite else None,
         "optimal_loss": opt_loss,
         "initial_loss": target.initial_loss,
