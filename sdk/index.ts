@@ -40,6 +40,7 @@ export {
   type RunArtifact,
   type RunDetails,
   type RunEntry,
+  type RunError,
   type RunListStatus,
   type RunSweep,
   showRun,

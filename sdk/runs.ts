@@ -77,6 +77,8 @@ export interface RunEntry {
    * sweep.json's base and axes no longer make a valid spec; null otherwise.
    */
   problem: string | null;
+  /** Why the run failed (result.json's error: `TrainingDiverged`, `InputError`, ...), null otherwise. */
+  error: RunError | null;
   /** The task's key metrics (`KEY_METRICS`), null where the result lacks one; empty without a result. */
   metrics: Record<string, number | null>;
   /** result.json's `timing.wall_s`; for a running run, seconds since spec.json was written. */
@@ -87,6 +89,12 @@ export interface RunEntry {
   ageS: number;
   /** Set for a sweep trial. */
   sweep: RunSweep | null;
+}
+
+/** A failed run's error, as result.json records it. */
+export interface RunError {
+  type: string;
+  message: string;
 }
 
 export interface ListRunsOptions {
@@ -228,6 +236,7 @@ function unstartedEntry(
     arm: armOf(planned.spec?.adapter),
     status: trial.status !== "not_run" && sweep.live ? "pending" : "not_run",
     problem: planned.problem,
+    error: null,
     metrics: {},
     wallS: null,
     modifiedAt: new Date(modified).toISOString(),
@@ -283,6 +292,7 @@ function runEntry(runDir: string, sweep: SweepContext | null, now: number): RunE
     arm: armOf(spec?.adapter),
     status: status === "cancelled" && trial?.status === "pruned" ? "pruned" : status,
     problem,
+    error: result?.error ? { type: result.error.type, message: result.error.message } : null,
     metrics: result && task ? keyMetrics(task, result.metrics) : {},
     wallS:
       result?.timing?.wall_s ?? (status === "running" && specTime !== null ? (now - specTime) / 1000 : null),
@@ -356,8 +366,8 @@ export interface RunDetails {
   spec: Record<string, unknown>;
   /** Every scalar metric (one level of nesting flattened: `steps_to_excess.1e-3`); empty without a result. */
   metrics: Record<string, number | string | boolean | null>;
-  /** Why the run failed (from result.json), null otherwise. */
-  error: { type: string; message: string } | null;
+  /** Why the run failed (from result.json), null otherwise: `entry.error`. */
+  error: RunError | null;
   artifacts: RunArtifact[];
 }
 
@@ -389,7 +399,7 @@ export function showRun(dir: string): RunDetails {
     entry,
     spec,
     metrics: scalarMetrics(result?.metrics),
-    error: result?.error ? { type: result.error.type, message: result.error.message } : null,
+    error: entry.error,
     artifacts: (result?.artifacts ?? []).map((a) => {
       const bytes = sizeOf(join(runDir, a.path));
       return {

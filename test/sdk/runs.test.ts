@@ -209,6 +209,8 @@ describe("listRuns / showRun (real MF runs and a sweep)", () => {
     expect(f.entry.sweep?.name).toBe("sw");
     expect(f.error?.message).toBe(json(join(failed.path, "result.json")).error.message);
     expect(f.error?.message.length).toBeGreaterThan(0);
+    expect(failed.error).toEqual(f.error); // the listing carries it too
+    expect(listRuns(root, { status: "succeeded" }).every((e) => e.error === null)).toBe(true);
 
     expect(showRun(bad("truncated")).entry.status).toBe("corrupt");
   });

@@ -14,7 +14,7 @@ import { clock, formatNumber } from "../format.js";
 const RUNS_HELP = `usage: oplora runs DIR [--task TASK] [--status STATUS] [--json]
 
 Every run under DIR (plain runs and sweep trials, any depth), newest first: task, arm, status, key
-metrics, wall time, age, path. STATUS: ${RUN_LIST_STATUSES.join(", ")}. A folder with run files but no
+metrics, wall time, age, path; a failed run's error (type and first line) on the line below. STATUS: ${RUN_LIST_STATUSES.join(", ")}. A folder with run files but no
 spec.json (not_a_run) or with an unreadable or invalid result.json (corrupt) is listed with its problem.
 A sweep trial that has not started is listed from the sweep's manifest: pending while the sweep runs,
 not_run once it ended without running it. --json prints the listRuns() array. Exit 2 when DIR is not a
@@ -57,7 +57,7 @@ function metricsText(metrics: Record<string, unknown>): string {
   return parts.join(" ") || "-";
 }
 
-/** The table: one row per run, its problem (if any) on the line below. */
+/** The table: one row per run, its problem or a failed run's error (if any) on the line below. */
 function runsTable(entries: RunEntry[]): string {
   const header = ["TASK", "ARM", "STATUS", "METRICS", "WALL", "AGE", "TRIAL", "PATH"];
   const rows = entries.map((e) => [
@@ -79,8 +79,9 @@ function runsTable(entries: RunEntry[]): string {
   const out = [line(header)];
   rows.forEach((r, i) => {
     out.push(line(r));
-    const problem = entries[i]?.problem;
-    if (problem) out.push(`  ! ${problem}`);
+    const e = entries[i] as RunEntry;
+    if (e.problem) out.push(`  ! ${e.problem}`);
+    if (e.error) out.push(`  ! ${e.error.type}: ${e.error.message.split("\n")[0]}`);
   });
   return `${out.join("\n")}\n`;
 }

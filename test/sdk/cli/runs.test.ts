@@ -1,7 +1,7 @@
 /**
  * `oplora runs` and `oplora show` through the built CLI (dist/, from `npm run build`), over a real MF run
- * made by `oplora run`, a 2-trial sweep, a copy of the run with a truncated result.json and a folder with
- * run files but no spec.json; `oplora show` of sweep trials that have not started (a hand-written sweep.json).
+ * made by `oplora run`, a real MF run that diverges (lr 1e30: failed, TrainingDiverged), a 2-trial sweep, a
+ * copy of the run with a truncated result.json and a folder with run files but no spec.json; `oplora show` of sweep trials that have not started (a hand-written sweep.json).
  */
 import { cpSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -39,6 +39,7 @@ describe("oplora runs / oplora show (built CLI)", () => {
   const sweepDir = join(root, "sw");
   const corrupt = join(root, "corrupt");
   const noSpec = join(root, "no-spec");
+  const diverged = join(root, "diverged");
 
   beforeAll(async () => {
     mkdirSync(root, { recursive: true });
@@ -46,6 +47,9 @@ describe("oplora runs / oplora show (built CLI)", () => {
     writeFileSync(specFile, JSON.stringify(spec));
     const r = await cli(["run", specFile, "--out", plain]);
     expect(r.exitCode, r.stderr).toBe(0);
+    writeFileSync(specFile, JSON.stringify({ ...spec, optimizer: { lr: 1e30 } }));
+    const d = await cli(["run", specFile, "--out", diverged]);
+    expect(d.exitCode, d.stderr).toBe(1);
     rmSync(specFile);
     const handle = sweep({ ...spec, adapter: { kind: "lora", r: 2 } }, { seeds: [0, 1], outDir: sweepDir });
     for await (const _ of handle);
@@ -76,7 +80,7 @@ describe("oplora runs / oplora show (built CLI)", () => {
     const lines = r.stdout.trimEnd().split("\n");
     expect(lines[0]).toMatch(/^TASK +ARM +STATUS +METRICS +WALL +AGE +TRIAL +PATH$/);
     const rows = lines.slice(1).filter((l) => !l.startsWith("  !"));
-    expect(rows).toHaveLength(5);
+    expect(rows).toHaveLength(6);
     expect(rows[0]).toMatch(/corrupt/);
     expect(rows[0]?.endsWith(corrupt)).toBe(true);
     expect(rows.at(-1)?.endsWith(plain)).toBe(true);
@@ -88,12 +92,19 @@ describe("oplora runs / oplora show (built CLI)", () => {
     expect(rows.filter((l) => /sw: seed=[01] /.test(l))).toHaveLength(2);
     expect(r.stdout).toContain(`  ! ${join(corrupt, "result.json")}: not valid JSON`);
     expect(r.stdout).toContain(`  ! ${join(noSpec, "spec.json")}: missing: not a run directory`);
+    // a failed run: its error's type and first line right under its row
+    const at = lines.findIndex((l) => l.endsWith(diverged));
+    expect(lines[at]).toMatch(/^matrix_factorization +lora r=2 rslora +failed /);
+    expect(lines[at + 1]).toMatch(
+      /^ {2}! TrainingDiverged: training diverged at step \d+: loss \S+ with lr 1e\+30; /,
+    );
   });
 
   it("runs --json prints the listRuns array; --task and --status filter it", async () => {
     const all = JSON.parse((await cli(["runs", root, "--json"])).stdout) as RunEntry[];
     expect(all.map((e) => e.status).sort()).toEqual([
       "corrupt",
+      "failed",
       "not_a_run",
       "succeeded",
       "succeeded",
@@ -139,6 +150,14 @@ describe("oplora runs / oplora show (built CLI)", () => {
     expect(d.spec).toEqual(JSON.parse(readFileSync(join(plain, "spec.json"), "utf8")));
     expect(d.artifacts.length).toBeGreaterThan(0);
     for (const a of d.artifacts) expect(a.exists).toBe(true);
+    expect(d.error).toBeNull();
+    const f = JSON.parse((await cli(["show", diverged, "--json"])).stdout) as RunDetails;
+    expect(f.entry.status).toBe("failed");
+    expect(f.error).toEqual(f.entry.error);
+    expect(f.error?.type).toBe("TrainingDiverged");
+    expect(f.error?.message).toBe(
+      JSON.parse(readFileSync(join(diverged, "result.json"), "utf8")).error.message,
+    );
   });
 
   it("show on a corrupt run: prints what it can read, the problem on stderr, exit 1", async () => {

@@ -1,6 +1,6 @@
 /**
- * Real MF searches on the CPU (24x24, r = 2, 200 steps, ~1.5 s a trial): two arms (LoRA, OP-LoRA), one Optuna study each,
- * median pruner, warm workers. The stored studies are read back with optuna.load_study in a Python
+ * Real MF searches on the CPU (24x24, r = 2, 200 steps, ~1.5 s a trial): two arms (LoRA, OP-LoRA), one
+ * Optuna study each, median pruner, warm workers. The stored studies are read back with optuna.load_study in a Python
  * subprocess. The whole file takes a few minutes on a busy 2-core machine.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
