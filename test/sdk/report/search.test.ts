@@ -1,5 +1,5 @@
 /**
- * The report of a real search sweep (MF 24x24, r = 2, 40 steps, two arms, 4 grid trials each over a narrow
+ * The report of a real search sweep (MF 24x24, r = 2, 200 steps, two arms, 4 grid trials each over a narrow
  * small-lr range, median pruner, one confirmation seed): the search section, the pruned marks in the search
  * figures, the comparison at each arm's best, and the edge warning (at these lrs a larger lr is better at
  * every step, so each arm's best is the range's top: the edge).
@@ -22,7 +22,7 @@ const base: SpecInput = {
   matrix: { rows: 24, cols: 24 },
   adapter: { kind: "lora", r: 2 },
   optimizer: { name: "adam" },
-  train: { steps: 40, log_every: 5 },
+  train: { steps: 200, log_every: 20 },
 };
 
 describe("report of a search sweep", () => {
@@ -37,9 +37,8 @@ describe("report of a search sweep", () => {
         trials: 4,
         sampler: "grid",
         pruner: "median",
-        // prune from the first report: these 40-step trials end in well under a second, and a later
-        // first chance to prune could come after the run has already ended
-        warmupSteps: 0,
+        // the default warm-up (50 steps): a prune reply is asynchronous, so the trials are long enough
+        // (200 steps) that one sent at the first chance arrives while the trial still runs
         objective: "final_loss",
         startupTrials: 1,
         confirmSeeds: [1],
