@@ -10,7 +10,8 @@
    linears, vocab 2048): OP-LoRA (attach, default config) vs plain PEFT LoRA, as the median of the
    per-repetition ratios, with the tasks' optimizer (build_optimizer: fused AdamW) at batch 4x128 (the
    default row) and 8x256 tokens (the generator's cost is per step, not per token), and with torch's
-   per-parameter AdamW loop at 4x128 (OP-LoRA's optimiser updates (h+1)x as many values).
+   per-parameter AdamW loop at 4x128 (OP-LoRA's optimiser updates (h+1)x as many values), and with a
+   narrower generator (hidden_dim 8 and 16, default 32) at 4x128: what a smaller default would buy.
 
     python bench/generator.py --out bench/results/generator.json [--device cpu|cuda] [--quick] [--threads N]
 """
@@ -119,6 +120,9 @@ def _tiny_llama(device: torch.device, seed: int = 0) -> torch.nn.Module:
     return LlamaForCausalLM(config).to(device)
 
 
+NARROWER = (8, 16)  # hidden_dim values timed beside the default (32)
+
+
 def bench_train_step(device: torch.device, reps: int) -> dict:
     from oplora.training.loop import build_optimizer, optimizer_kernel
     from peft import LoraConfig, get_peft_model
@@ -159,6 +163,12 @@ def bench_train_step(device: torch.device, reps: int) -> dict:
         variants[f"oplora {batch}"] = stepper(op, op_params, batch)
     variants["lora 4x128 plain_adamw"] = stepper(lora, lora_params, "4x128", plain=True)
     variants["oplora 4x128 plain_adamw"] = stepper(op, op_params, "4x128", plain=True)
+    for h in NARROWER:
+        narrow = attach(
+            get_peft_model(_tiny_llama(device), LoraConfig(r=8, lora_alpha=16, target_modules=targets)),
+            OPLoRAConfig(hidden_dim=h),
+        ).train()
+        variants[f"oplora h={h} 4x128"] = stepper(narrow, narrow.trainable_parameters(), "4x128")
     variants["oplora_generator_only"] = _fwd_bwd(op.generator, op.formulation)
     samples = _interleaved(variants, reps, device)
     medians = {k: statistics.median(v) for k, v in samples.items()}
@@ -182,6 +192,10 @@ def bench_train_step(device: torch.device, reps: int) -> dict:
         "ratio_oplora_over_lora_by_batch": {b: ratio(f"oplora {b}", f"lora {b}") for b in tokens},
         "overhead_ms_by_batch": {b: medians[f"oplora {b}"] - medians[f"lora {b}"] for b in tokens},
         "ratio_oplora_over_lora_plain_adamw": ratio("oplora 4x128 plain_adamw", "lora 4x128 plain_adamw"),
+        "ratio_oplora_over_lora_by_hidden_dim": {
+            **{str(h): ratio(f"oplora h={h} 4x128", "lora 4x128") for h in NARROWER},
+            str(OPLoRAConfig().hidden_dim): ratio("oplora 4x128", "lora 4x128"),
+        },
     }
 
 
@@ -243,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         ("OP-LoRA, per-param AdamW", "oplora 4x128 plain_adamw", step["ratio_oplora_over_lora_plain_adamw"]),
         (f"generator alone ({step['formulation']})", "oplora_generator_only", None),
     ]
+    by_h = step["ratio_oplora_over_lora_by_hidden_dim"]
+    rows += [(f"OP-LoRA hidden_dim {h}, batch 4x128", f"oplora h={h} 4x128", by_h[str(h)]) for h in NARROWER]
     for label, key, ratio in rows:
         line = f"  {label:<34} {s[key]:9.1f} ms  (min {step['min_ms'][key]:7.1f})"
         print(line + (f"   {ratio:5.2f}x LoRA" if ratio is not None else ""))

@@ -1,10 +1,13 @@
 """The matrix-factorisation study at benchmark size: MF vs OP-MF, every spectrum, every optimizer.
 
     .venv/bin/python bench/mf_study.py [--out bench/results/mf_study.json] [--quick]
+        [--hidden-dim H] [--optimizers adam,momentum]
 
 Runs the `matrix_factorization_study` task through the runner (the same code path as the SDK) into
 bench/out/mf_study/ (ignored by git), then writes the aggregated metrics to --out (JSON) and the study's
-table next to it (.md); the figures stay in the run dir. `--quick` runs the spec's demo defaults instead.
+table next to it (.md); the figures stay in the run dir. `--quick` runs the spec's demo defaults instead;
+`--hidden-dim` sets the OP-MF generator's width (the task's default otherwise, 32) and `--optimizers` keeps
+only those optimizers of the grid, e.g. to compare a narrower generator on a shorter run.
 """
 
 from __future__ import annotations
@@ -38,12 +41,18 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mf_study.json")
     parser.add_argument("--quick", action="store_true", help="the demo-size defaults of the spec")
+    parser.add_argument("--hidden-dim", type=int, help="the generator's hidden width (default: the task's)")
+    parser.add_argument("--optimizers", help="comma-separated subset of sgd,momentum,adam (default: all)")
     args = parser.parse_args()
 
     from oplora.run.runner import run_spec
 
-    spec = {"task": "matrix_factorization_study", "device": "cpu"} if args.quick else BENCH_SPEC
-    run_dir = ROOT / "bench" / "out" / ("mf_study_quick" if args.quick else "mf_study")
+    spec = dict({"task": "matrix_factorization_study", "device": "cpu"} if args.quick else BENCH_SPEC)
+    if args.hidden_dim is not None:
+        spec["generator"] = {"hidden_dim": args.hidden_dim}
+    if args.optimizers:
+        spec["optimizers"] = args.optimizers.split(",")
+    run_dir = ROOT / "bench" / "out" / (args.out.stem + ("_quick" if args.quick else ""))
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
     result, code = run_spec(spec, run_dir)

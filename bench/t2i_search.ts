@@ -2,7 +2,7 @@
  * Text-to-image DoRA / OP-LoRA comparison at each arm's best lr found by the project's own search (instead of
  * bench/text_to_image.py's 4-point lr grid): the five arms of bench/arms.py (lora, op-lora, dora, op-dora
  * with the magnitude generated, op-dora-direct) on the small SD UNet (scripts/make_tiny_sd.py --small), res
- * 32, batch 2, r = 8, attention targets, 40 AdamW steps, generator e = 128, h = 32; the spec of
+ * 32, batch 2, r = 8, attention targets, 40 AdamW steps, generator e = 128, h = 32 (--hidden-dim); the spec of
  * bench/text_to_image.py's `_spec`.
  *
  *   per arm  one sweep with a search block: TPE over optimizer.lr in [1e-4, 1e-1] (log), 8 trials, median
@@ -14,7 +14,10 @@
  * DoRA's (bench/arms.py `ratios`). The data, noise and timesteps of step s depend only on the seed and s,
  * so the arms' runs at a seed are paired. Writes bench/results/t2i_search.json.
  *
- *   npx tsx bench/t2i_search.ts [--quick] [--out FILE]        (--quick: 2 trials, 4 steps, 1 confirm seed)
+ *   npx tsx bench/t2i_search.ts [--quick] [--out FILE] [--arms A,B] [--hidden-dim H]
+ *
+ * --quick: 2 trials, 4 steps, 1 confirm seed; --arms: only these arms of bench/arms.py (the LoRA ratios
+ * need lora among them); --hidden-dim: the generator's h (default 32), e.g. to measure a narrower default.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -24,6 +27,11 @@ import type { SpecInputOf } from "../sdk/spec/index.js";
 import { type SearchBlockInput, sweep } from "../sdk/sweep/index.js";
 
 const quick = process.argv.includes("--quick");
+/** The value after `--name` on the command line, undefined without the flag. */
+function flag(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+}
 const root = join(import.meta.dirname, "..");
 const python = process.env.OPLORA_PYTHON ?? join(root, ".venv", "bin", "python");
 const STEPS = quick ? 4 : 40;
@@ -47,8 +55,17 @@ function arms<T>(expr: string, input: unknown = null): T {
 }
 
 type Adapter = SpecInputOf<"text_to_image">["adapter"];
-const generator = { embedding_dim: 128, hidden_dim: 32 };
-const adapters = arms<Record<string, Adapter>>("{k: adapter(k, 8, x) for k in ARMS}", generator);
+const generator = { embedding_dim: 128, hidden_dim: Number(flag("--hidden-dim") ?? 32) };
+if (!Number.isInteger(generator.hidden_dim) || generator.hidden_dim < 1)
+  throw new Error(`--hidden-dim: expected a positive integer, got ${flag("--hidden-dim")}`);
+const only = flag("--arms")?.split(",");
+const adapters = arms<Record<string, Adapter>>(
+  "{k: adapter(k, 8, x['generator']) for k in ARMS if x['only'] is None or k in x['only']}",
+  { generator, only: only ?? null },
+);
+const unknown = (only ?? []).filter((a) => !(a in adapters));
+if (unknown.length)
+  throw new Error(`--arms: unknown arm ${unknown.join(", ")}; arms: see bench/arms.py ARMS`);
 
 const work = mkdtempSync(join(tmpdir(), "oplora-bench-t2i-search-"));
 const assets = join(work, "assets");
@@ -110,7 +127,7 @@ const confirmed = Object.fromEntries(
 const result = {
   benchmark: "t2i_search",
   machine: { cpus: cpus().length, model: cpus()[0]?.model ?? "?" },
-  setting: `text_to_image small SD UNet 64/128 ch, 2 layers/block, res 32, batch 2, r=8, to_q/k/v/out.0, AdamW, ${STEPS} steps, generator e=128 h=32, 1 thread per trial, ${concurrency} trials at a time`,
+  setting: `text_to_image small SD UNet 64/128 ch, 2 layers/block, res 32, batch 2, r=8, to_q/k/v/out.0, AdamW, ${STEPS} steps, generator e=128 h=${generator.hidden_dim}, 1 thread per trial, ${concurrency} trials at a time`,
   search_block: block,
   arms: perArm,
   // null: LoRA has no confirmed tail_loss to divide by
@@ -119,9 +136,7 @@ const result = {
   wall_s: (performance.now() - t0) / 1000,
   note: "best_tail_loss: the study's best trial (seed 0); confirm_*: that lr re-run on the confirmation seeds; ratios are of confirm_mean_tail_loss. trial_steps counts the steps every trial ran (pruned ones up to the pruner's stop). The median pruner compares each trial's mean loss of the last 10 steps (its best so far) against the median of the complete trials' at that step, from step warmupSteps (default floor(steps / 4): 10 of 40) on, after 5 startup trials.",
 };
-const outArg = process.argv.indexOf("--out");
-const outPath =
-  outArg > 0 ? (process.argv[outArg + 1] as string) : join(import.meta.dirname, "results", "t2i_search.json");
+const outPath = flag("--out") ?? join(import.meta.dirname, "results", "t2i_search.json");
 mkdirSync(dirname(outPath), { recursive: true });
 writeFileSync(outPath, `${JSON.stringify(result, null, 2)}\n`);
 console.log(JSON.stringify({ confirmed_tail_loss_ratios: result.confirmed_tail_loss_ratios }));
