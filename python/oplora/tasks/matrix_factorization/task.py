@@ -237,7 +237,8 @@ def fit(
     Every `train.log_every` steps (and at the last) the loss and ΔW's effective rank are recorded and
     `on_log(step, total_steps, loss, relative_excess)` is called. A run whose loss becomes non-finite
     stops there and is reported with `diverged: true` and null final values (`Fit.divergence` holds the step
-    and the loss; `run` raises `TrainingDiverged` with them).
+    and the loss of the first non-finite step, found in the losses kept since the last log step; `run` raises
+    `TrainingDiverged` with them).
     """
     m = spec["matrix"]
     with torch_threads(device, int(m["rows"]) * int(m["cols"])):
@@ -274,8 +275,9 @@ def _fit(
     def record(step: int, loss: float, delta: torch.Tensor) -> bool:
         rel = (loss - opt_loss) / init_excess
         finite = math.isfinite(loss)
-        if not finite:
-            divergence.append((step, loss))
+        if not finite:  # losses are read at log steps only: name the first step whose loss was not finite
+            first = int(torch.nonzero(~torch.isfinite(losses[: step + 1]))[0])
+            divergence.append((first, float(losses[first])))
         loss_curve.append({"step": step, "loss": loss if finite else None})  # JSON has no NaN
         rank_curve.append({"step": step, "effective_rank": effective_rank(delta) if finite else None})
         if on_log is not None:
@@ -336,7 +338,8 @@ def _fit(
 def run(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """One MF / OP-MF run: train, emit a step event every log_every steps, export the (collapsed) adapter.
     A non-finite loss (seen at a log step: the loop keeps losses on the device) raises `TrainingDiverged`
-    naming that step, the loss after that many updates; no adapter is written."""
+    naming the first step whose loss was not finite, the loss after that many updates; no adapter is
+    written."""
     from ...training.export import save_adapter
     from ...training.loop import diverged
 

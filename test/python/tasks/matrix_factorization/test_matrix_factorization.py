@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -150,6 +151,13 @@ def test_a_diverging_run_stops_and_reports_nulls():
     assert m["diverged"] and m["steps_done"] < 200
     assert m["final_loss"] is None and m["relative_excess"] is None
     json.dumps(m, allow_nan=False)
+
+
+def test_divergence_names_the_first_non_finite_step_not_the_log_step_that_saw_it():
+    every = mf.fit(spec(opt="sgd", lr=1e6, steps=200, log_every=1)).divergence
+    sparse = mf.fit(spec(opt="sgd", lr=1e6, steps=200, log_every=50)).divergence
+    assert every is not None and every[0] % 50 != 0  # a step the sparse run does not log
+    assert sparse is not None and sparse[0] == every[0] and not math.isfinite(sparse[1])
 
 
 def test_the_task_fails_a_diverged_run_with_advice(tmp_path):
