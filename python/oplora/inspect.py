@@ -100,18 +100,25 @@ def list_target_modules(model: str | None = None, task: str | None = None) -> di
 
 
 def read_adapter(dir: str) -> dict[str, Any]:  # noqa: A002
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     folder = Path(dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"dir: {dir} is not a folder")
     config_path = folder / "adapter_config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else None
+    try:
+        config = json.loads(config_path.read_text()) if config_path.exists() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config_path}: not JSON ({e})") from None
     files = []
     total = 0
     for f in sorted(folder.glob("*.safetensors")):
         tensors = []
-        with safe_open(str(f), framework="pt") as st:
+        try:
+            st = safe_open(str(f), framework="pt")
+        except SafetensorError as e:  # truncated, or another format (a pickled .bin) renamed
+            raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
+        with st:
             metadata = st.metadata()
             for key in st.keys():  # noqa: SIM118 (safe_open is not a dict)
                 sl = st.get_slice(key)
