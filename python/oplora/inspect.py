@@ -99,9 +99,18 @@ def list_target_modules(model: str | None = None, task: str | None = None) -> di
 # --- adapters -------------------------------------------------------------------------------------------------
 
 
-def read_adapter(dir: str) -> dict[str, Any]:  # noqa: A002
+def open_safetensors(file: Path) -> Any:
+    """`safe_open(file)`; ValueError naming the file when it is truncated or another format (a pickled .bin
+    renamed), before anything reads it."""
     from safetensors import SafetensorError, safe_open
 
+    try:
+        return safe_open(str(file), framework="pt")
+    except SafetensorError as e:
+        raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
+
+
+def read_adapter(dir: str) -> dict[str, Any]:  # noqa: A002
     folder = Path(dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"dir: {dir} is not a folder")
@@ -114,11 +123,7 @@ def read_adapter(dir: str) -> dict[str, Any]:  # noqa: A002
     total = 0
     for f in sorted(folder.glob("*.safetensors")):
         tensors = []
-        try:
-            st = safe_open(str(f), framework="pt")
-        except SafetensorError as e:  # truncated, or another format (a pickled .bin) renamed
-            raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
-        with st:
+        with open_safetensors(f) as st:
             metadata = st.metadata()
             for key in st.keys():  # noqa: SIM118 (safe_open is not a dict)
                 sl = st.get_slice(key)
