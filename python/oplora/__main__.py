@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from .run.runner import run_spec
 
-        _, code = run_spec(_load(args.spec), Path(args.out), args.events_fd, args.watch_stdin, args.resume)
+        result, code = run_spec(
+            _load(args.spec), Path(args.out), args.events_fd, args.watch_stdin, args.resume
+        )
+        if result is not None and result["error"] and args.events_fd is None:  # no SDK reads the events
+            print(f"oplora: {result['error']['type']}: {result['error']['message']}", file=sys.stderr)
         return code
     if args.command == "validate":
         from .run.spec import SpecError, validate_spec

@@ -99,19 +99,31 @@ def list_target_modules(model: str | None = None, task: str | None = None) -> di
 # --- adapters -------------------------------------------------------------------------------------------------
 
 
-def read_adapter(dir: str) -> dict[str, Any]:  # noqa: A002
-    from safetensors import safe_open
+def open_safetensors(file: Path) -> Any:
+    """`safe_open(file)`; ValueError naming the file when it is truncated or another format (a pickled .bin
+    renamed), before anything reads it."""
+    from safetensors import SafetensorError, safe_open
 
+    try:
+        return safe_open(str(file), framework="pt")
+    except SafetensorError as e:
+        raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
+
+
+def read_adapter(dir: str) -> dict[str, Any]:  # noqa: A002
     folder = Path(dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"dir: {dir} is not a folder")
     config_path = folder / "adapter_config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else None
+    try:
+        config = json.loads(config_path.read_text()) if config_path.exists() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config_path}: not JSON ({e})") from None
     files = []
     total = 0
     for f in sorted(folder.glob("*.safetensors")):
         tensors = []
-        with safe_open(str(f), framework="pt") as st:
+        with open_safetensors(f) as st:
             metadata = st.metadata()
             for key in st.keys():  # noqa: SIM118 (safe_open is not a dict)
                 sl = st.get_slice(key)

@@ -130,6 +130,8 @@ def _watch_stdin() -> None:
 def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool) -> None:
     """Refuse to write into a folder holding another run: nothing already written gets lost. Its lock file
     alone does not count (run.lock: the lock itself decides whether its holder is alive)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir}: is a file, not a folder; choose a new folder")
     if not run_dir.exists() or all(p.name == RUN_LOCK for p in run_dir.iterdir()):
         return
     if not resume:
@@ -137,11 +139,12 @@ def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool) -> None:
             f"--out {run_dir}: the folder is not empty; choose a new folder, or resume the run that is there"
         )
     old = run_dir / "spec.json"
-    if old.exists():
-        import json
+    if not old.exists():
+        raise InputError(f"--out {run_dir}: resume asked for, but the folder holds no run (no spec.json)")
+    import json
 
-        if json.loads(old.read_text()) != spec:
-            raise InputError(f"--out {run_dir}: resume asked for, but its spec.json differs from this spec")
+    if json.loads(old.read_text()) != spec:
+        raise InputError(f"--out {run_dir}: resume asked for, but its spec.json differs from this spec")
 
 
 def run_spec(

@@ -84,6 +84,13 @@ def build_accelerator(train: dict[str, Any], device: torch.device, project_dir: 
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    from ..run.runner import InputError
+
+    if train.get("mixed_precision") == "fp16" and device.type == "cpu":
+        raise InputError(
+            'train.mixed_precision: "fp16" needs a GPU (the run is on the CPU, which has no fp16 autocast); '
+            'use "bf16" or "no"'
+        )
     if not in_distributed_launch():
         AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(

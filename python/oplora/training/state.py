@@ -98,10 +98,21 @@ def save_training_state(folder: Path, state: dict[str, Any]) -> None:
     (Path(folder) / STATE_JSON).write_text(json.dumps(encoded))
 
 
-def load_training_state(folder: Path) -> dict[str, Any]:
-    """Read what `save_training_state` wrote. A checkpoint holding pickle files (`.pt`) is refused unread."""
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file; ValueError naming it when it is truncated or not safetensors."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(file))
+    except SafetensorError as e:
+        raise ValueError(
+            f"checkpoint {file}: cannot be read ({e}); delete its folder to resume from an earlier one"
+        ) from None
+
+
+def load_training_state(folder: Path) -> dict[str, Any]:
+    """Read what `save_training_state` wrote. A checkpoint holding pickle files (`.pt`) is refused unread."""
     folder = Path(folder)
     for name in _PICKLES:
         if (folder / name).exists():
@@ -112,7 +123,7 @@ def load_training_state(folder: Path) -> dict[str, Any]:
     for name in (STATE_TENSORS, STATE_JSON):
         if not (folder / name).exists():
             raise ValueError(f"checkpoint {folder}: {name} is missing")
-    return _decode(json.loads((folder / STATE_JSON).read_text()), load_file(str(folder / STATE_TENSORS)))
+    return _decode(json.loads((folder / STATE_JSON).read_text()), _load_tensors(folder / STATE_TENSORS))
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -162,10 +173,8 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore trainable params, optimizer, scheduler and RNG states from `path`; returns state.json
     (`step` and whatever `extra` was saved). Refuses a checkpoint whose parameter names or shapes differ."""
-    from safetensors.torch import load_file
-
     training = load_training_state(path)
-    saved = load_file(str(Path(path) / "trainable.safetensors"))
+    saved = _load_tensors(Path(path) / "trainable.safetensors")
     params = {n: p for n, p in module.named_parameters() if p.requires_grad}
     if set(saved) != set(params):
         missing, unexpected = sorted(set(params) - set(saved))[:3], sorted(set(saved) - set(params))[:3]

@@ -45,10 +45,18 @@ def read_run(run_dir: str | Path, task: str) -> dict[str, Any]:
 
 
 def adapter_file(run_dir: Path, task: str) -> Path:
-    """The run's adapter file for `task`; InputError when it is missing (run unfinished or files moved)."""
+    """The run's adapter file for `task`; InputError when it is missing (run unfinished or files moved) or
+    not readable safetensors."""
+    from ..inspect import open_safetensors
+
     f = run_dir / ADAPTER_FILES[task]
     if not f.is_file():
         raise InputError(f"{f}: missing (the run did not finish, or its adapter files were moved)")
+    try:
+        with open_safetensors(f):
+            pass
+    except ValueError as e:
+        raise InputError(str(e)) from None
     return f
 
 

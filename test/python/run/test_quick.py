@@ -74,6 +74,21 @@ def test_read_adapter(tmp_path: Path) -> None:
     assert value["parameter_count"] == 2 * 6 + 4 * 2
 
 
+def test_read_adapter_names_a_corrupt_file(tmp_path: Path) -> None:
+    import torch
+
+    (tmp_path / "adapter_config.json").write_text('{"r": 2}')
+    torch.save({"w": torch.zeros(2)}, tmp_path / "adapter_model.safetensors")  # a pickle, misnamed
+    out = call(quick.read_adapter, dir=str(tmp_path))
+    assert out["error"]["type"] == "ValueError"
+    assert str(tmp_path / "adapter_model.safetensors") in out["error"]["message"]
+    assert "not a readable safetensors file" in out["error"]["message"]
+    (tmp_path / "adapter_model.safetensors").unlink()
+    (tmp_path / "adapter_config.json").write_text('{"r": 2,')  # truncated
+    out = call(quick.read_adapter, dir=str(tmp_path))
+    assert str(tmp_path / "adapter_config.json") in out["error"]["message"], out
+
+
 def test_plan_call() -> None:
     out = call(quick.plan, spec={"task": "matrix_factorization", "device": "cpu"})
     assert out["ok"], out

@@ -122,6 +122,34 @@ def test_resume_requires_the_same_spec(tmp_path, fake_task):
     assert code == runner.EXIT_OK
 
 
+def test_out_that_is_a_file_is_refused(tmp_path, fake_task, capsys):
+    out = tmp_path / "run"
+    out.write_text("mine")
+    assert runner.run_spec(SPEC, out) == (None, runner.EXIT_INVALID)
+    assert f"--out {out}: is a file" in capsys.readouterr().err
+    assert out.read_text() == "mine"
+
+
+def test_resume_into_a_folder_without_a_run_is_refused(tmp_path, fake_task, capsys):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert runner.run_spec(SPEC, out, resume=True) == (None, runner.EXIT_INVALID)
+    assert "holds no run (no spec.json)" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_cli_prints_a_failed_runs_error(tmp_path, fake_task, capsys):
+    """`python -m oplora run` without the SDK: the error goes to stderr, not only into result.json."""
+    from oplora.__main__ import main
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    fake_task["behaviour"] = "input"
+    assert main(["run", str(spec), "--out", str(tmp_path / "run")]) == runner.EXIT_INVALID
+    assert "oplora: InputError: data.folder: /nope does not exist" in capsys.readouterr().err
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "result.json"
     write_json_atomic(target, {"a": 1})

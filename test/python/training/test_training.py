@@ -98,6 +98,13 @@ def test_accelerator_cpu_and_accumulation():
     assert acc2.gradient_accumulation_steps == 1  # state reset between runs in one process
 
 
+def test_accelerator_refuses_fp16_on_the_cpu():
+    from oplora.run.runner import InputError
+
+    with pytest.raises(InputError, match=r'train\.mixed_precision: "fp16" needs a GPU'):
+        build_accelerator({"mixed_precision": "fp16"}, torch.device("cpu"))
+
+
 def _train(m: nn.Module, opt: torch.optim.Optimizer, sched, steps: range) -> None:
     for s in steps:
         g = torch.Generator().manual_seed(s)
@@ -166,6 +173,19 @@ def test_checkpoint_holds_no_pickle_and_a_planted_pickle_is_refused_unrun(tmp_pa
         load_checkpoint(path, _model(), o, s)
     assert str(path / "optimizer.pt") in str(e.value)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["trainable.safetensors", "training_state.safetensors"])
+def test_a_truncated_checkpoint_file_is_named(tmp_path, name):
+    m, train = _model(), {"steps": 4}
+    o = build_optimizer(_trainable(m), {"name": "adamw", "lr": 1e-2})
+    s = build_lr_scheduler(o, train)
+    path = save_checkpoint(tmp_path, 2, m, o, s)
+    data = (path / name).read_bytes()
+    (path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot be read") as e:
+        load_checkpoint(path, _model(), o, s)
+    assert f"checkpoint {path / name}" in str(e.value)
 
 
 def test_latest_checkpoint_none(tmp_path):

@@ -254,6 +254,10 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     train, ev = spec["train"], spec["eval"]
     _, encoder, records, eval_records = check_inputs(spec)
     plan = make_plan(spec)
+    if plan["layers"] == 0:
+        raise InputError(
+            f"adapter.target_modules: no language-model linear matches {spec['adapter']['target_modules']!r}"
+        )
     if spec["check_memory"]:
         check_memory(spec, plan)
     relaunched = relaunch_if_needed(spec, ctx)

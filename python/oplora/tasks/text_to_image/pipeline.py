@@ -46,7 +46,10 @@ def load_pipeline(model: dict[str, Any], weight_dtype: torch.dtype = torch.float
         if _looks_local(model["vae"]) and not (Path(model["vae"]).expanduser() / "config.json").is_file():
             raise InputError(f"model.vae: {model['vae']} is not a diffusers VAE folder (no config.json)")
         kw["vae"] = AutoencoderKL.from_pretrained(model["vae"], dtype=torch.float32)
-    pipe = DiffusionPipeline.from_pretrained(model["pretrained"], **kw)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(model["pretrained"], **kw)
+    except OSError as e:  # a component folder without its config or weights, or a hub id that cannot load
+        raise InputError(f"model.pretrained: cannot load a pipeline from {model['pretrained']} ({e})") from e
     if getattr(pipe, "unet", None) is None or getattr(pipe, "vae", None) is None:
         raise InputError(
             f"model.pretrained: {model['pretrained']} ({type(pipe).__name__}) has no UNet and VAE; "

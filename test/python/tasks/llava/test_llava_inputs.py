@@ -100,3 +100,9 @@ def test_a_plan_that_does_not_fit_is_refused_before_loading_weights(tiny_llava, 
     assert msg.startswith("memory: does not fit")
     for knob in ("adapter.r = 4000000", "adapter.generator.hidden_dim = 64", "adapter.target_modules"):
         assert knob in msg
+
+
+def test_target_modules_matching_no_linear_are_refused_before_loading_weights(tiny_llava, tmp_path):
+    spec = llava_spec(tiny_llava, adapter={"kind": "lora", "r": 4, "target_modules": ["q_projj"]})
+    msg = _refused(spec, tmp_path / "run")
+    assert msg == "adapter.target_modules: no language-model linear matches ['q_projj']"

@@ -252,6 +252,15 @@ def test_model_path_not_a_pipeline(assets, tmp_path):
     assert_refused(
         make_spec(assets, model={"pretrained": str(tmp_path / "missing")}), tmp_path, "model.pretrained"
     )
+    broken = tmp_path / "broken"
+    shutil.copytree(assets / "sd", broken)
+    (broken / "unet" / "config.json").unlink()  # a download that stopped part-way
+    assert_refused(make_spec(assets, model={"pretrained": str(broken)}), tmp_path, "model.pretrained", "unet")
+
+
+def test_fp16_on_the_cpu_is_refused_before_loading(assets, tmp_path):
+    spec = make_spec(assets, train={"mixed_precision": "fp16"})
+    assert_refused(spec, tmp_path, 'train.mixed_precision: "fp16" needs a GPU')
 
 
 def test_unknown_target_module(assets, tmp_path):
