@@ -127,9 +127,11 @@ def _watch_stdin() -> None:
     threading.Thread(target=watch, name="oplora-stdin-watchdog", daemon=True).start()
 
 
-def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool) -> None:
+def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool, in_sweep: bool = False) -> None:
     """Refuse to write into a folder holding another run: nothing already written gets lost. Its lock file
-    alone does not count (run.lock: the lock itself decides whether its holder is alive)."""
+    alone does not count (run.lock: the lock itself decides whether its holder is alive). Resuming a run
+    that already succeeded is refused too (it would retrain its tail and rewrite its result and adapter),
+    except for a sweep's trial (`in_sweep`: Ray retries a task whose node died after the run finished)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"--out {run_dir}: is a file, not a folder; choose a new folder")
     if not run_dir.exists() or all(p.name == RUN_LOCK for p in run_dir.iterdir()):
@@ -145,6 +147,15 @@ def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool) -> None:
 
     if json.loads(old.read_text()) != spec:
         raise InputError(f"--out {run_dir}: resume asked for, but its spec.json differs from this spec")
+    try:
+        finished = json.loads((run_dir / "result.json").read_text()).get("status") == "succeeded"
+    except (OSError, ValueError, AttributeError):  # no result (killed) or an unreadable one: resumable
+        finished = False
+    if finished and not in_sweep:
+        raise InputError(
+            f"--out {run_dir}: the run there already succeeded (result.json); nothing to resume. "
+            "To train again, choose a new folder"
+        )
 
 
 def run_spec(
@@ -161,7 +172,7 @@ def run_spec(
     try:
         spec = validate_spec(raw_spec)
         check_available(spec.get("train", {}).get("report_to") or [])
-        check_run_dir(run_dir, spec, resume)
+        check_run_dir(run_dir, spec, resume, in_sweep)
         release = acquire_run_lock(run_dir, take_over=check_sweep_store(run_dir, in_sweep))
     except (SpecError, InputError, LockHeld) as e:
         print(f"oplora: {e}", file=sys.stderr)

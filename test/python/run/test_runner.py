@@ -118,8 +118,19 @@ def test_resume_requires_the_same_spec(tmp_path, fake_task):
     runner.run_spec(SPEC, out)
     _, code = runner.run_spec({**SPEC, "seed": 5}, out, resume=True)
     assert code == runner.EXIT_INVALID
+    (out / "result.json").unlink()  # as if the run had been killed before it finished
     _, code = runner.run_spec(SPEC, out, resume=True)
     assert code == runner.EXIT_OK
+
+
+def test_resuming_a_run_that_succeeded_is_refused_and_leaves_it_as_it_is(tmp_path, fake_task, capsys):
+    out = tmp_path / "run"
+    runner.run_spec(SPEC, out)
+    files = lambda: {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    assert runner.run_spec(SPEC, out, resume=True) == (None, runner.EXIT_INVALID)
+    assert f"--out {out}: the run there already succeeded" in capsys.readouterr().err
+    assert files() == before
 
 
 def test_out_that_is_a_file_is_refused(tmp_path, fake_task, capsys):
