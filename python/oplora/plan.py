@@ -198,6 +198,12 @@ def plan(raw_spec: Any) -> dict[str, Any]:
     shapes_fn, base_fn = _task_hooks(task)
     layers = list(shapes_fn(spec))
     adapter = adapter_of(spec)
+    if not layers:  # e.g. a typo in target_modules: refused here, so neither `plan` nor a run says it "fits"
+        from .run.runner import InputError
+
+        raise InputError(
+            f"adapter.target_modules: {adapter.get('target_modules')!r} match no layer of the model"
+        )
     counts = count(layers, adapter)
     op = adapter["kind"] == "op-lora"
     trainable = (

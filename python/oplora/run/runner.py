@@ -127,6 +127,23 @@ def _watch_stdin() -> None:
     threading.Thread(target=watch, name="oplora-stdin-watchdog", daemon=True).start()
 
 
+REFUSAL_FILES = {"spec.json", "events.ndjson", "result.json", RUN_LOCK}
+
+
+def _refused_for_input(run_dir: Path) -> bool:
+    """Whether `run_dir` holds only a run that stopped at an InputError (bad data, model or targets, found
+    before training): no checkpoint, adapter or log in it, nothing worth keeping."""
+    import json
+
+    if not {p.name for p in run_dir.iterdir()} <= REFUSAL_FILES:
+        return False
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+        return result["status"] == "failed" and result["error"]["type"] == "InputError"
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
 def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool, in_sweep: bool = False) -> None:
     """Refuse to write into a folder holding another run: nothing already written gets lost. Its lock file
     alone does not count (run.lock: the lock itself decides whether its holder is alive). Resuming a run
@@ -136,6 +153,8 @@ def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool, in_sweep: b
         raise InputError(f"--out {run_dir}: is a file, not a folder; choose a new folder")
     if not run_dir.exists() or all(p.name == RUN_LOCK for p in run_dir.iterdir()):
         return
+    if not resume and _refused_for_input(run_dir):
+        return  # rerunning after fixing the input replaces the refusal (`_run_locked` starts its files anew)
     if not resume:
         raise InputError(
             f"--out {run_dir}: the folder is not empty; choose a new folder, or resume the run that is there"
@@ -181,6 +200,9 @@ def run_spec(
         sink.close()
         return None, EXIT_INVALID
     try:  # the lock is held until result.json and the terminal event are written
+        if not resume:  # a new run: its folder is empty or holds a refusal for input, which it replaces
+            for name in ("events.ndjson", "result.json"):
+                (run_dir / name).unlink(missing_ok=True)
         return _run_locked(spec, run_dir, events_fd, watch_stdin)
     finally:
         release()

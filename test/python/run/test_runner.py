@@ -93,6 +93,24 @@ def test_input_error_exits_2(tmp_path, fake_task):
     assert code == runner.EXIT_INVALID
 
 
+def test_a_run_refused_for_its_input_can_be_rerun_in_its_folder_once_fixed(tmp_path, fake_task):
+    out = tmp_path / "run"
+    fake_task["behaviour"] = "input"
+    assert runner.run_spec({**SPEC, "seed": 1}, out)[1] == runner.EXIT_INVALID
+    fake_task["behaviour"] = "ok"
+    result, code = runner.run_spec(SPEC, out)  # the fixed spec, same --out: no "folder is not empty"
+    assert code == runner.EXIT_OK and result["status"] == "succeeded"
+    assert json.loads((out / "spec.json").read_text())["seed"] == SPEC.get("seed", 0)
+    assert [e["type"] for e in events(out)].count("started") == 1  # the refusal's events are gone
+    # a run that failed in training (not for its input) keeps its folder
+    failed = tmp_path / "failed"
+    fake_task["behaviour"] = "raise"
+    runner.run_spec(SPEC, failed)
+    fake_task["behaviour"] = "ok"
+    assert runner.run_spec(SPEC, failed) == (None, runner.EXIT_INVALID)
+    assert json.loads((failed / "result.json").read_text())["error"]["type"] == "RuntimeError"
+
+
 def test_sigterm_cancels_and_restores_handlers(tmp_path, fake_task):
     fake_task["behaviour"] = "cancel"
     before = signal.getsignal(signal.SIGTERM)

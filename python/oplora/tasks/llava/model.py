@@ -11,11 +11,13 @@ meta model ──default_target_modules──► regex over every nn.Linear of t
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import looks_local
 from .data import DataError
 
 #: spec.model.dtype -> torch dtype.
@@ -27,6 +29,8 @@ def llava_config(pretrained: str, revision: str | None = None) -> Any:
     """The model's config; DataError when the path is no LLaVA model (or cannot be read)."""
     from transformers import AutoConfig
 
+    if looks_local(pretrained) and not Path(pretrained).expanduser().exists():
+        raise DataError(f"model.pretrained: {pretrained} does not exist")
     try:
         config = AutoConfig.from_pretrained(pretrained, revision=revision)
     except (OSError, ValueError) as e:

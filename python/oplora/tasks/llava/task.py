@@ -32,6 +32,9 @@ def _records(data: dict[str, Any]) -> tuple[list[Record], list[Record]]:
         if not data.get("eval_split"):
             return train, []
         return train, dataset_records(data, "eval_split", data.get("max_eval_examples"))
+    for key in ("image_folder", "eval_image_folder"):
+        if data.get(key) and not Path(data[key]).is_dir():
+            raise DataError(f"data.{key}: {data[key]} is not a folder")
     folder = Path(data["image_folder"]) if data.get("image_folder") else None
     train = load_records(Path(data["train_json"]), folder, "data.train_json")
     evals: list[Record] = []
@@ -253,11 +256,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     t_start = time.perf_counter()
     train, ev = spec["train"], spec["eval"]
     _, encoder, records, eval_records = check_inputs(spec)
-    plan = make_plan(spec)
-    if plan["layers"] == 0:
-        raise InputError(
-            f"adapter.target_modules: no language-model linear matches {spec['adapter']['target_modules']!r}"
-        )
+    plan = make_plan(spec)  # refuses target_modules that match no layer
     if spec["check_memory"]:
         check_memory(spec, plan)
     relaunched = relaunch_if_needed(spec, ctx)

@@ -14,15 +14,12 @@ from typing import Any
 import torch
 
 from ...run.runner import InputError
-
-
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+from .. import looks_local
 
 
 def check_model_path(name: str, field: str = "model.pretrained") -> None:
     """A local path must exist and be a diffusers pipeline folder (model_index.json)."""
-    if not _looks_local(name):
+    if not looks_local(name):
         return  # a hub id: from_pretrained resolves it (or fails with the hub's own message)
     p = Path(name).expanduser()
     if not p.exists():
@@ -43,7 +40,7 @@ def load_pipeline(model: dict[str, Any], weight_dtype: torch.dtype = torch.float
         if model.get(key):
             kw[key] = model[key]
     if model.get("vae"):
-        if _looks_local(model["vae"]) and not (Path(model["vae"]).expanduser() / "config.json").is_file():
+        if looks_local(model["vae"]) and not (Path(model["vae"]).expanduser() / "config.json").is_file():
             raise InputError(f"model.vae: {model['vae']} is not a diffusers VAE folder (no config.json)")
         kw["vae"] = AutoencoderKL.from_pretrained(model["vae"], dtype=torch.float32)
     try:

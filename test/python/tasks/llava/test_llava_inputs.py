@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from oplora.run.runner import EXIT_INVALID, run_spec
+from oplora.plan import plan
+from oplora.run.runner import EXIT_INVALID, InputError, run_spec
 from oplora.tasks.llava.data import DataError, load_records
 from tiny_llava import build_tiny_llava, llava_spec, one_thread  # noqa: F401
 
@@ -105,4 +106,19 @@ def test_a_plan_that_does_not_fit_is_refused_before_loading_weights(tiny_llava, 
 def test_target_modules_matching_no_linear_are_refused_before_loading_weights(tiny_llava, tmp_path):
     spec = llava_spec(tiny_llava, adapter={"kind": "lora", "r": 4, "target_modules": ["q_projj"]})
     msg = _refused(spec, tmp_path / "run")
-    assert msg == "adapter.target_modules: no language-model linear matches ['q_projj']"
+    assert msg == "adapter.target_modules: ['q_projj'] match no layer of the model"
+    with pytest.raises(InputError, match=r"^adapter\.target_modules: \['q_projj'\] match no layer"):
+        plan(spec)  # `oplora plan` says so too, instead of "0 layers, fits"
+
+
+def test_a_model_path_that_does_not_exist_is_named_not_sent_to_the_hub(tiny_llava, tmp_path):
+    spec = llava_spec(tiny_llava, model={"pretrained": str(tmp_path / "nope")})
+    assert _refused(spec, tmp_path / "run") == f"model.pretrained: {tmp_path / 'nope'} does not exist"
+    with pytest.raises(DataError, match=r"^model\.pretrained: .*nope does not exist$"):
+        plan(spec)  # was the hub's "Repo id must be in the form 'repo_name' or 'namespace/repo_name'"
+
+
+def test_an_image_folder_that_does_not_exist_is_named(tiny_llava, tmp_path):
+    spec = llava_spec(tiny_llava)
+    spec["data"]["image_folder"] = str(tmp_path / "no-images")
+    assert _refused(spec, tmp_path / "run") == f"data.image_folder: {tmp_path / 'no-images'} is not a folder"
