@@ -158,7 +158,7 @@ function walk(dir: string, sweep: SweepContext | null, visit: Visitor) {
     visit.run(dir, sweep);
     return;
   }
-  const inner = names.includes(MANIFEST) ? sweepContext(dir) : sweep;
+  const inner = (names.includes(MANIFEST) ? sweepContext(dir) : null) ?? sweep;
   if (inner !== sweep && inner) visit.sweep(inner);
   for (const name of names.sort()) {
     if (name.startsWith(".") || name === "node_modules") continue;
@@ -167,11 +167,15 @@ function walk(dir: string, sweep: SweepContext | null, visit: Visitor) {
   }
 }
 
-/** The sweep whose manifest is in `dir` (its trials by absolute run directory). */
-function sweepContext(dir: string): SweepContext {
+/**
+ * The sweep whose manifest is in `dir` (its trials by absolute run directory); null when `dir/sweep.json` is
+ * no manifest (no `trials`: e.g. the sweep file a user wrote, `oplora sweep sweep.json`, beside `runs/`).
+ */
+function sweepContext(dir: string): SweepContext | null {
   const manifest = readJsonIfValid<SweepManifest>(join(dir, MANIFEST));
+  if (!Array.isArray(manifest?.trials)) return null;
   const trials = new Map<string, ManifestTrial>();
-  for (const t of Array.isArray(manifest?.trials) ? manifest.trials : []) trials.set(resolve(dir, t.dir), t);
+  for (const t of manifest.trials) trials.set(resolve(dir, t.dir), t);
   return { dir, trials, base: manifest?.base, live: liveHolder(dir, LOCK) !== undefined };
 }
 
@@ -253,7 +257,8 @@ function sweepOf(sweep: SweepContext, trial: ManifestTrial | undefined): RunSwee
 function enclosingSweep(path: string): SweepContext | null {
   for (const runs of [path, dirname(path)]) {
     const sweep = dirname(runs);
-    if (basename(runs) === RUNS && existsSync(join(sweep, MANIFEST))) return sweepContext(sweep);
+    const context = basename(runs) === RUNS && existsSync(join(sweep, MANIFEST)) ? sweepContext(sweep) : null;
+    if (context) return context;
   }
   return null;
 }

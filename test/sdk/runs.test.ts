@@ -176,6 +176,14 @@ describe("listRuns / showRun (real MF runs and a sweep)", () => {
     for (const e of inside) expect(e.sweep?.name).toBe("sw");
   });
 
+  it("a sweep file the user wrote (sweep.json, no trials) beside runs/ makes no sweep of the runs there", () => {
+    const project = tempRunDir("project");
+    cpSync(plain, join(project, "runs", "mf-1"), { recursive: true });
+    writeFileSync(join(project, "sweep.json"), JSON.stringify({ base, axes: { "adapter.r": [2, 4] } }));
+    expect(listRuns(project).map((e) => [e.status, e.sweep])).toEqual([["succeeded", null]]);
+    expect(showRun(join(project, "runs", "mf-1")).entry.sweep).toBeNull();
+  });
+
   it("a folder that does not exist is an InputError naming it", () => {
     expect(() => listRuns(join(root, "nope"))).toThrow(InputError);
     expect(() => listRuns(join(root, "nope"))).toThrow(join(root, "nope"));

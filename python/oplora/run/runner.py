@@ -154,10 +154,11 @@ def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool, in_sweep: b
     if not run_dir.exists() or all(p.name == RUN_LOCK for p in run_dir.iterdir()):
         return
     if not resume and _refused_for_input(run_dir):
-        return  # rerunning after fixing the input replaces the refusal (`_run_locked` starts its files anew)
+        return  # rerunning after fixing the input replaces the refusal (`run_spec` starts its files anew)
     if not resume:
         raise InputError(
             f"--out {run_dir}: the folder is not empty; choose a new folder, or resume the run that is there"
+            " (--resume; from TypeScript: outDir, resume: true)"
         )
     old = run_dir / "spec.json"
     if not old.exists():
@@ -194,7 +195,8 @@ def run_spec(
         check_run_dir(run_dir, spec, resume, in_sweep)
         release = acquire_run_lock(run_dir, take_over=check_sweep_store(run_dir, in_sweep))
     except (SpecError, InputError, LockHeld) as e:
-        print(f"oplora: {e}", file=sys.stderr)
+        if events_fd is None:  # with an events fd the caller reports the error event (no second copy)
+            print(f"oplora: {e}", file=sys.stderr)
         sink = EventSink(None, events_fd)
         sink.emit("error", error={"type": type(e).__name__, "message": str(e), "traceback": ""})
         sink.close()

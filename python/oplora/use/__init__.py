@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..run.rundir import write_bytes_atomic
 from ..run.runner import InputError
 
 __all__ = ["read_run", "adapter_file", "save_png", "generate_main", "answer_main"]
@@ -62,22 +63,15 @@ def adapter_file(run_dir: Path, task: str) -> Path:
 
 def save_png(path: Path, *images: Any) -> Path:
     """Images (H, W, 3) in [0, 1] side by side as one PNG, written atomically (temp file, then rename)."""
-    import os
-    import tempfile
+    import io
 
     import numpy as np
     from PIL import Image
 
     row = np.concatenate(images, axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray((row * 255).round().clip(0, 255).astype(np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    png = io.BytesIO()
+    Image.fromarray((row * 255).round().clip(0, 255).astype(np.uint8)).save(png, format="PNG")
+    write_bytes_atomic(path, png.getvalue())
     return path
 
 

@@ -74,6 +74,19 @@ def test_invalid_spec_creates_nothing(tmp_path, fake_task, capsys):
     assert "adapter.r" in capsys.readouterr().err
 
 
+def test_refusal_is_left_to_the_events_fd_reader(tmp_path, fake_task, capsys):
+    r, w = os.pipe()
+    _, code = runner.run_spec(
+        {"task": "matrix_factorization", "adapter": {"kind": "lora", "r": 0}}, tmp_path / "run", events_fd=w
+    )
+    with os.fdopen(r) as f:
+        (event,) = [json.loads(line) for line in f]
+    assert (
+        code == runner.EXIT_INVALID and event["type"] == "error" and "adapter.r" in event["error"]["message"]
+    )
+    assert capsys.readouterr().err == ""  # the SDK prints the error event; stderr would be a second copy
+
+
 def test_task_exception_is_recorded(tmp_path, fake_task):
     fake_task["behaviour"] = "raise"
     out = tmp_path / "run"
@@ -186,6 +199,16 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         write_json_atomic(target, {"a": object()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_atomic_write_gives_the_umask_mode(tmp_path):
+    target = tmp_path / "result.json"
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(target, {"a": 1})
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644  # as open() makes it, not mkstemp's 0600
 
 
 def test_non_finite_metrics_become_null(tmp_path):
