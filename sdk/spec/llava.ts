@@ -134,8 +134,8 @@ export const LlavaMetrics = z.looseObject({
   peak_tensor_bytes: PeakTensorBytes.optional(),
   tokens: z.int(),
   tokens_per_second: z.number().nullable(),
-  train_seconds: z.number(),
-  wall_seconds: z.number(),
+  train_s: z.number(),
+  wall_s: z.number(),
 });
 
 // The types of the schemas above (what validateSpec returns / what result.json holds).

@@ -343,10 +343,10 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         )
     metrics["peak_memory_bytes"] = peak_memory_bytes(device, baseline)
     metrics.update(tensor_peak_metric())
-    metrics["train_seconds"] = train_s
+    metrics["train_s"] = train_s
     # Tokens of every process (each encodes its own share of the global batch).
     session_tokens = int(accelerator.reduce(torch.tensor(session_tokens, device=device), "sum"))
     metrics["tokens_per_second"] = session_tokens / wall_train if wall_train > 0 else None
     metrics["tokens"] = tokens
-    metrics["wall_seconds"] = time.perf_counter() - t_start
+    metrics["wall_s"] = time.perf_counter() - t_start
     return metrics

@@ -115,7 +115,7 @@ def test_lora_run_trains_evaluates_and_exports(lora_run):
         == 2 * (4 * 512 + 4 * 384 + 4 * 768 + 2 * 768) // 2
     )
     assert m["trainable_parameters"] > m["lora_parameters"]  # + the projector
-    assert m["peak_memory_bytes"] > 0 and m["tokens_per_second"] > 0 and m["wall_seconds"] > 0
+    assert m["peak_memory_bytes"] > 0 and m["tokens_per_second"] > 0 and m["wall_s"] > 0
     kinds = {a["kind"] for a in result["artifacts"]}
     assert {"adapter", "predictions", "file"} <= kinds
     cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
