@@ -43,9 +43,7 @@ export class Progress {
       case "artifact":
         this.line(`artifact ${ev.kind}: ${ev.path}${ev.label ? ` (${ev.label})` : ""}`);
         break;
-      case "error":
-        this.line(`error: ${ev.error.type}: ${ev.error.message}`);
-        break;
+      // "error" is left out: the command prints the error it ends with once, with the run dir
       case "cancelled":
         this.line(`cancelled${ev.step != null ? ` at step ${ev.step}` : ""}`);
         break;

@@ -50,6 +50,11 @@ describe("oplora runs / oplora show (built CLI)", () => {
     writeFileSync(specFile, JSON.stringify({ ...spec, optimizer: { lr: 1e30 } }));
     const d = await cli(["run", specFile, "--out", diverged]);
     expect(d.exitCode, d.stderr).toBe(1);
+    // the error is said once, with the run dir (not also as a progress line)
+    expect(d.stderr.match(/training diverged at step/g), d.stderr).toHaveLength(1);
+    expect(d.stderr).toMatch(
+      /^oplora: run failed: TrainingDiverged: training diverged at step \d+: .*\(run dir /m,
+    );
     rmSync(specFile);
     const handle = sweep({ ...spec, adapter: { kind: "lora", r: 2 } }, { seeds: [0, 1], outDir: sweepDir });
     for await (const _ of handle);
