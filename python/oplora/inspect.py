@@ -135,5 +135,7 @@ def read_adapter(dir: str) -> dict[str, Any]:  # noqa: A002
                 tensors.append({"name": key, "shape": shape, "dtype": str(sl.get_dtype())})
         files.append({"file": f.name, "tensors": tensors, "metadata": metadata})
     if config is None and not files:
-        raise FileNotFoundError(f"dir: {dir} holds neither adapter_config.json nor a .safetensors file")
+        inner = sorted(p.parent.name for p in folder.glob("*/adapter_config.json"))
+        hint = f"; its adapters are in the subfolders {', '.join(inner)}: read one of those" if inner else ""
+        raise FileNotFoundError(f"dir: {dir} holds neither adapter_config.json nor a .safetensors file{hint}")
     return {"dir": str(folder.resolve()), "config": config, "files": files, "parameter_count": total}

@@ -42,7 +42,7 @@ def _doctor() -> dict[str, Any]:
     from .environment import doctor as env_doctor
 
     report = env_doctor()
-    report["oplora_path"] = str(Path(__file__).resolve().parent)
+    report["oplora_path"] = str(Path(__file__).resolve().parents[1])  # the package, not its run/ folder
     return report
 
 

@@ -95,3 +95,21 @@ def test_plan_call() -> None:
     assert out["value"]["layers"] == 1
     bad = call(quick.plan, spec={"task": "matrix_factorization", "adapter": {"kind": "lora", "r": -1}})
     assert bad["error"]["type"] == "SpecError"
+
+
+def test_doctor_names_the_package_folder() -> None:
+    import oplora
+
+    assert call(quick.doctor)["value"]["oplora_path"] == str(Path(oplora.__file__).resolve().parent)
+
+
+def test_read_adapter_on_a_folder_of_adapters_names_its_subfolders(tmp_path: Path) -> None:
+    """A text_to_image run's adapter/ holds unet/ (and text_encoder/): say so, not just 'nothing here'."""
+    for sub in ("unet", "text_encoder"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "adapter_config.json").write_text("{}")
+    out = call(quick.read_adapter, dir=str(tmp_path))
+    assert out["ok"] is False
+    assert out["error"]["message"].endswith(
+        "its adapters are in the subfolders text_encoder, unet: read one of those"
+    )
