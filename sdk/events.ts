@@ -54,6 +54,14 @@ export const CheckpointEvent = z.looseObject({
   path: z.string(),
 });
 
+/** A spec value that runs but is likely a mistake (e.g. a warm-up as long as the run); the run goes on. */
+export const WarningEvent = z.looseObject({
+  type: z.literal("warning"),
+  ...base,
+  field: z.string(),
+  message: z.string(),
+});
+
 export const ArtifactEvent = z.looseObject({ type: z.literal("artifact"), ...base, ...Artifact.shape });
 
 export const CompletedEvent = z.looseObject({ type: z.literal("completed"), ...base, result: RunResult });
@@ -73,6 +81,7 @@ export const RunEvent = z.discriminatedUnion("type", [
   EvalEvent,
   CheckpointEvent,
   ArtifactEvent,
+  WarningEvent,
   CompletedEvent,
   ErrorEvent,
   CancelledEvent,

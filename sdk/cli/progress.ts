@@ -43,6 +43,9 @@ export class Progress {
       case "artifact":
         this.line(`artifact ${ev.kind}: ${ev.path}${ev.label ? ` (${ev.label})` : ""}`);
         break;
+      case "warning":
+        this.line(`warning: ${ev.field}: ${ev.message}`);
+        break;
       // "error" is left out: the command prints the error it ends with once, with the run dir
       case "cancelled":
         this.line(`cancelled${ev.step != null ? ` at step ${ev.step}` : ""}`);

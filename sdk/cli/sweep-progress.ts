@@ -48,6 +48,8 @@ export class SweepProgress {
         const r = this.running.get(ev.trial.id);
         if (r && ev.event.type === "step")
           r.step = `step ${ev.event.step}/${ev.event.total_steps} loss ${num(ev.event.loss)}`;
+        if (ev.event.type === "warning")
+          this.line(`warn   ${ev.trial.id} ${ev.trial.label}: ${ev.event.field}: ${ev.event.message}`);
         break;
       }
       case "trial_finished":

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..training.loop import in_distributed_launch
 
-_RELAY = {"step", "eval", "checkpoint", "artifact"}
+_RELAY = {"step", "eval", "checkpoint", "artifact", "warning"}
 _CHILD_ENV = "OPLORA_LAUNCHED"
 
 

@@ -78,6 +78,10 @@ class RunContext:
         self.last_step = step
         self._emit("step", step=step, total_steps=total_steps, loss=float(loss), **extra)
 
+    def warn(self, field: str, message: str) -> None:
+        """A spec value that runs but is likely a mistake (the run goes on): a `warning` event naming it."""
+        self._emit("warning", field=field, message=message)
+
     def eval(self, step: int, metrics: dict[str, Any]) -> None:
         self._emit("eval", step=step, metrics=metrics)
 

@@ -72,6 +72,26 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, train: dict[str, Any]) 
     )
 
 
+def input_warnings(train: dict[str, Any], examples: int) -> list[tuple[str, str]]:
+    """(field, message) for `train` values that run but are likely mistakes, given the training set's size:
+    a warm-up as long as the run (the lr never reaches optimizer.lr) and a batch larger than the data (each
+    batch repeats examples). Tasks report them with `ctx.warn` before loading weights."""
+    out = []
+    steps, warmup, batch = int(train["steps"]), int(train.get("lr_warmup_steps", 0)), int(train["batch_size"])
+    if warmup and warmup >= steps:
+        out.append(
+            ("train.lr_warmup_steps", f"{warmup} >= train.steps {steps}: the lr never reaches optimizer.lr")
+        )
+    if batch > examples:
+        out.append(
+            (
+                "train.batch_size",
+                f"{batch} is more than the {examples} training examples: each batch repeats some",
+            )
+        )
+    return out
+
+
 def in_distributed_launch() -> bool:
     """True inside `accelerate launch` / torchrun (WORLD_SIZE > 1 set by the launcher)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -354,3 +354,15 @@ def test_optimizer_step_a_non_finite_gradient_alone_is_not_divergence() -> None:
 
     assert optimizer_step(acc, m, opt, _trainable(m), 1.0, [loss, loss], step=1) == 0.0
     assert grads == [False]
+
+
+def test_input_warnings_name_the_field_only_when_the_value_is_likely_a_mistake():
+    from oplora.training.loop import input_warnings
+
+    ok = {"steps": 100, "lr_warmup_steps": 10, "batch_size": 4}
+    assert input_warnings(ok, examples=4) == []
+    assert input_warnings({**ok, "lr_warmup_steps": 0, "steps": 1}, examples=4) == []  # no warm-up asked
+    assert [f for f, _ in input_warnings({**ok, "lr_warmup_steps": 100}, examples=3)] == [
+        "train.lr_warmup_steps",
+        "train.batch_size",
+    ]

@@ -1,7 +1,7 @@
 /** The CLI's run progress, rendered into fake streams: a redrawn bar on a TTY, plain lines otherwise. */
 import { describe, expect, it } from "vitest";
 import { Progress, type ProgressWriter } from "../../../sdk/cli/progress.js";
-import type { RunEvent } from "../../../sdk/events.js";
+import { RunEvent } from "../../../sdk/events.js";
 
 function stream(isTTY: boolean, columns = 0): ProgressWriter & { text: string; writes: string[] } {
   const s = {
@@ -95,6 +95,16 @@ describe("Progress", () => {
     const p = new Progress(out);
     for (const n of [1, 2, 3, 4]) p.event(step(n));
     p.event(checkpoint);
+    // a warning as Python writes it (runner.RunContext.warn), through the event schema the SDK parses with
+    p.event(
+      RunEvent.parse({
+        type: "warning",
+        seq: 10,
+        time: t0 + 10,
+        field: "train.lr_warmup_steps",
+        message: "5 >= train.steps 4: the lr never reaches optimizer.lr",
+      }),
+    );
     p.end();
     expect(out.text).not.toContain("\r");
     expect(out.text).not.toContain("\x1b");
@@ -104,6 +114,7 @@ describe("Progress", () => {
       "step 3/4  loss 0.3333  0.500 it/s  ETA 0:02",
       "step 4/4  loss 0.2500  0.500 it/s  ETA 0:00",
       "checkpoint @ 4: checkpoints/step-4",
+      "warning: train.lr_warmup_steps: 5 >= train.steps 4: the lr never reaches optimizer.lr",
       "",
     ]);
   });

@@ -245,6 +245,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from ...run.launch import relaunch_if_needed
     from ...training.loop import (
         build_accelerator,
+        input_warnings,
         memory_baseline,
         peak_memory_bytes,
         reset_peak_memory,
@@ -262,6 +263,8 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     relaunched = relaunch_if_needed(spec, ctx)
     if relaunched is not None:
         return relaunched
+    for name, message in input_warnings(train, len(records)):  # once: here or in the launch's rank 0
+        ctx.warn(name, message)
 
     set_seed(spec["seed"])
     accelerator = build_accelerator(train, ctx.device, ctx.run_dir)

@@ -195,7 +195,7 @@ class Trainer:
 
     def __init__(self, spec: dict[str, Any], ctx: RunContext) -> None:
         from ...adapter import set_seed
-        from ...training.loop import autocast_dtype, build_accelerator, memory_baseline
+        from ...training.loop import autocast_dtype, build_accelerator, input_warnings, memory_baseline
         from .data import ImageCaptions, read_dataset, read_imagefolder
         from .pipeline import check_model_path, check_resolution, is_sdxl, load_pipeline, text_encoders
 
@@ -211,6 +211,8 @@ class Trainer:
             examples = read_imagefolder(d["folder"], d["image_column"], d["caption_column"])
         if d.get("max_examples"):
             examples = examples[: d["max_examples"]]
+        for name, message in input_warnings(self.train, len(examples)):
+            ctx.warn(name, message)
         self.reference: list[Any] = []
         if self.eval_spec.get("reference_split"):
             if "dataset_name" not in d:

@@ -270,3 +270,13 @@ def test_answer_loads_the_adapter_the_stock_way_and_matches_the_eval(tiny_llava,
     p = answer(bare)
     assert p.returncode == 2 and "adapter_model.safetensors: missing" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_warm_up_as_long_as_the_run_is_a_warning_event(tiny_llava, tmp_path, one_thread):
+    spec = llava_spec(tiny_llava, train={"steps": 1, "batch_size": 2, "lr_warmup_steps": 1})
+    spec["data"] = {k: v for k, v in spec["data"].items() if k != "eval_json"}
+    _ok(spec, tmp_path / "run")
+    events = [json.loads(x) for x in (tmp_path / "run" / "events.ndjson").read_text().splitlines()]
+    assert [(e["field"], e["message"]) for e in events if e["type"] == "warning"] == [
+        ("train.lr_warmup_steps", "1 >= train.steps 1: the lr never reaches optimizer.lr")
+    ]

@@ -365,3 +365,20 @@ def test_a_diverging_run_fails_and_keeps_its_last_finite_checkpoint(assets, tmp_
     weights = load_file(str(run / "checkpoints" / "step-000001" / "trainable.safetensors"))
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
     assert not (run / "diffusers_lora").exists() and not (run / "adapter").exists()
+
+
+def test_likely_mistakes_are_warning_events_and_the_run_goes_on(assets, tmp_path):
+    n = len((assets / "data" / "train" / "metadata.jsonl").read_text().splitlines())
+    spec = make_spec(
+        assets, train={"steps": 1, "lr_warmup_steps": 5, "batch_size": n + 1}, eval={"prompts": []}
+    )
+    result, code = run_spec(spec, tmp_path / "run")
+    assert code == EXIT_OK, result and result["error"]
+    events = [json.loads(x) for x in (tmp_path / "run" / "events.ndjson").read_text().splitlines()]
+    warnings = [(e["field"], e["message"]) for e in events if e["type"] == "warning"]
+    assert warnings == [
+        ("train.lr_warmup_steps", "5 >= train.steps 1: the lr never reaches optimizer.lr"),
+        ("train.batch_size", f"{n + 1} is more than the {n} training examples: each batch repeats some"),
+    ]
+    first_step = next(i for i, e in enumerate(events) if e["type"] == "step")
+    assert max(i for i, e in enumerate(events) if e["type"] == "warning") < first_step  # said before training
