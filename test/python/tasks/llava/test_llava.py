@@ -272,7 +272,7 @@ def test_answer_loads_the_adapter_the_stock_way_and_matches_the_eval(tiny_llava,
     assert "Traceback" not in p.stderr
 
 
-def test_a_warm_up_as_long_as_the_run_is_a_warning_event(tiny_llava, tmp_path, one_thread):
+def test_a_warm_up_as_long_as_the_run_is_a_warning_event(tiny_llava, tmp_path):
     spec = llava_spec(tiny_llava, train={"steps": 1, "batch_size": 2, "lr_warmup_steps": 1})
     spec["data"] = {k: v for k, v in spec["data"].items() if k != "eval_json"}
     _ok(spec, tmp_path / "run")
