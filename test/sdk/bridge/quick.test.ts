@@ -59,8 +59,9 @@ describe("quick lane (pythonia)", () => {
   });
 
   it("a module missing on the Python side -> PythonEnvironmentError naming it and the fix", async () => {
-    // an interpreter whose safetensors is not importable (read_adapter imports it on first use)
+    // an interpreter whose safetensors is not importable (read_adapter imports it to open its first file)
     const dir = mkdtempSync(join(tmpdir(), "oplora-nomodule-"));
+    writeFileSync(join(dir, "adapter_model.safetensors"), "");
     mkdirSync(join(dir, "stub", "safetensors"), { recursive: true });
     writeFileSync(
       join(dir, "stub", "safetensors", "__init__.py"),
