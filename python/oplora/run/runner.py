@@ -134,18 +134,24 @@ def _watch_stdin() -> None:
 REFUSAL_FILES = {"spec.json", "events.ndjson", "result.json", RUN_LOCK}
 
 
+def _result_of(run_dir: Path) -> dict[str, Any]:
+    """The run's result.json; {} when there is none (a killed run) or it cannot be read."""
+    import json
+
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return result if isinstance(result, dict) else {}
+
+
 def _refused_for_input(run_dir: Path) -> bool:
     """Whether `run_dir` holds only a run that stopped at an InputError (bad data, model or targets, found
     before training): no checkpoint, adapter or log in it, nothing worth keeping."""
-    import json
-
     if not {p.name for p in run_dir.iterdir()} <= REFUSAL_FILES:
         return False
-    try:
-        result = json.loads((run_dir / "result.json").read_text())
-        return result["status"] == "failed" and result["error"]["type"] == "InputError"
-    except (OSError, ValueError, TypeError, KeyError):
-        return False
+    result = _result_of(run_dir)
+    return result.get("status") == "failed" and (result.get("error") or {}).get("type") == "InputError"
 
 
 def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool, in_sweep: bool = False) -> None:
@@ -171,11 +177,7 @@ def check_run_dir(run_dir: Path, spec: dict[str, Any], resume: bool, in_sweep: b
 
     if json.loads(old.read_text()) != spec:
         raise InputError(f"--out {run_dir}: resume asked for, but its spec.json differs from this spec")
-    try:
-        finished = json.loads((run_dir / "result.json").read_text()).get("status") == "succeeded"
-    except (OSError, ValueError, AttributeError):  # no result (killed) or an unreadable one: resumable
-        finished = False
-    if finished and not in_sweep:
+    if _result_of(run_dir).get("status") == "succeeded" and not in_sweep:
         raise InputError(
             f"--out {run_dir}: the run there already succeeded (result.json); nothing to resume. "
             "To train again, choose a new folder"
