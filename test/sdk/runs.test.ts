@@ -349,9 +349,11 @@ describe("listRuns: a real search sweep's pruned trials", () => {
   it("a trial its median pruner stopped (result.json cancelled, manifest pruned) is listed pruned", async () => {
     const dir = tempRunDir("search");
     // lr over 1e-4..1: after 2 startup trials TPE (seed 0) tries an lr near 1e-4, still far behind the
-    // median after the default warm-up (75 of 300 steps), and the pruner stops it
+    // median after the default warm-up (750 of 3000 steps), and the pruner stops it. Prune replies are
+    // asynchronous (each report is a round trip to the search process's SQLite study) and may land many
+    // steps late under load: 30 reports over 3000 steps leave the pruned trial 2200 steps to receive one
     const handle = sweep(
-      { ...base, optimizer: { name: "adam" }, train: { steps: 300, log_every: 10 } },
+      { ...base, optimizer: { name: "adam" }, train: { steps: 3000, log_every: 100 } },
       {
         outDir: dir,
         concurrency: 1,
