@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..run.runner import InputError
+
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -99,14 +101,14 @@ def save_training_state(folder: Path, state: dict[str, Any]) -> None:
 
 
 def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's safetensors file; ValueError naming it when it is truncated or not safetensors."""
+    """A checkpoint's safetensors file; InputError naming it when it is truncated or not safetensors."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(str(file))
     except SafetensorError as e:
-        raise ValueError(
+        raise InputError(
             f"checkpoint {file}: cannot be read ({e}); delete its folder to resume from an earlier one"
         ) from None
 
@@ -116,13 +118,13 @@ def load_training_state(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     for name in _PICKLES:
         if (folder / name).exists():
-            raise ValueError(
+            raise InputError(
                 f"checkpoint {folder / name}: a pickle file; oplora never unpickles training state "
                 f"(it could run arbitrary code). Resume needs {STATE_TENSORS} + {STATE_JSON}"
             )
     for name in (STATE_TENSORS, STATE_JSON):
         if not (folder / name).exists():
-            raise ValueError(f"checkpoint {folder}: {name} is missing")
+            raise InputError(f"checkpoint {folder}: {name} is missing")
     return _decode(json.loads((folder / STATE_JSON).read_text()), _load_tensors(folder / STATE_TENSORS))
 
 
@@ -172,20 +174,20 @@ def load_checkpoint(
     path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
     """Restore trainable params, optimizer, scheduler and RNG states from `path`; returns state.json
-    (`step` and whatever `extra` was saved). Refuses a checkpoint whose parameter names or shapes differ."""
+    (`step` and whatever `extra` was saved). Refuses (InputError: exit 2) a checkpoint whose parameter names or shapes differ."""
     training = load_training_state(path)
     saved = _load_tensors(Path(path) / "trainable.safetensors")
     params = {n: p for n, p in module.named_parameters() if p.requires_grad}
     if set(saved) != set(params):
         missing, unexpected = sorted(set(params) - set(saved))[:3], sorted(set(saved) - set(params))[:3]
-        raise ValueError(
+        raise InputError(
             f"checkpoint {path}: parameters differ from the model (missing {missing}, "
             f"unexpected {unexpected}); was it written by another spec?"
         )
     with torch.no_grad():
         for n, p in params.items():
             if saved[n].shape != p.shape:
-                raise ValueError(
+                raise InputError(
                     f"checkpoint {path}: {n} has shape {tuple(saved[n].shape)}, model {tuple(p.shape)}"
                 )
             p.copy_(saved[n].to(p.device, p.dtype))

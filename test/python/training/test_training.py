@@ -366,3 +366,19 @@ def test_input_warnings_name_the_field_only_when_the_value_is_likely_a_mistake()
         "train.lr_warmup_steps",
         "train.batch_size",
     ]
+
+
+def test_another_specs_checkpoint_is_refused_as_input(tmp_path):
+    """A checkpoint whose parameters differ from the model (another spec's, copied by hand) is an InputError
+    naming the file (exit 2), not a training failure."""
+    from oplora.run.runner import InputError
+
+    m = _model()
+    o = build_optimizer(_trainable(m), {"name": "adamw", "lr": 1e-2})
+    s = build_lr_scheduler(o, {"steps": 4})
+    path = save_checkpoint(tmp_path, 2, m, o, s)
+    other = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    o2 = build_optimizer(_trainable(other), {"name": "adamw", "lr": 1e-2})
+    with pytest.raises(InputError, match=r"another spec|has shape") as e:
+        load_checkpoint(path, other, o2, build_lr_scheduler(o2, {"steps": 4}))
+    assert f"checkpoint {path}" in str(e.value)
