@@ -174,7 +174,8 @@ def load_checkpoint(
     path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
     """Restore trainable params, optimizer, scheduler and RNG states from `path`; returns state.json
-    (`step` and whatever `extra` was saved). Refuses (InputError: exit 2) a checkpoint whose parameter names or shapes differ."""
+    (`step` and whatever `extra` was saved). Refuses (InputError: exit 2) a checkpoint whose parameter names
+    or shapes differ."""
     training = load_training_state(path)
     saved = _load_tensors(Path(path) / "trainable.safetensors")
     params = {n: p for n, p in module.named_parameters() if p.requires_grad}
